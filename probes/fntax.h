@@ -1,0 +1,241 @@
+/* Shared definitions for fntax's probe families.
+ *
+ * All families are compiled into one BPF module (profiler/kernel.py), so the
+ * maps declared here are shared by every family. The loader puts this header's
+ * text first in the module (bcc only rewrites map declarations and
+ * TRACEPOINT_PROBEs in the main text); the guard then turns each family's
+ * own #include into a no-op.
+ *
+ * Rules, because the kernel headers on a function host rarely match the
+ * running kernel: never read a kernel struct through a header layout. Use
+ * tracepoint fields (bcc reads their format from tracefs), BPF helpers,
+ * raw-tracepoint arguments that are plain values, and uprobe arguments.
+ *
+ * Hot path design: the task running on each CPU owns that CPU's `cpu_state`
+ * slot. Syscalls, faults and interrupts only touch this per-CPU slot (array
+ * lookups, no hash). The slot is folded into the per-process `procs` map when
+ * its task is switched out or exits.
+ *
+ * Tunables come in only as -D flags (see profiler/kernel.py):
+ *   FNTAX_MAX_TASKS, FNTAX_MAX_PROCS, FNTAX_MAX_PROC_SYSCALLS, FNTAX_TRACE_ALL
+ */
+#ifndef FNTAX_H
+#define FNTAX_H
+
+#include <uapi/linux/ptrace.h>
+
+#ifndef FNTAX_MAX_TASKS
+#define FNTAX_MAX_TASKS 65536
+#endif
+#ifndef FNTAX_MAX_PROCS
+#define FNTAX_MAX_PROCS 16384
+#endif
+#ifndef FNTAX_MAX_PROC_SYSCALLS
+#define FNTAX_MAX_PROC_SYSCALLS 65536
+#endif
+#ifndef FNTAX_TRACE_ALL
+#define FNTAX_TRACE_ALL 0
+#endif
+
+/* Syscall numbers at or above this land in the last bucket ("other"). */
+#define FNTAX_SYSCALL_SLOTS 512
+/* Syscall numbers touched since the last fold; past this, fold scans all. */
+#define FNTAX_DIRTY_SLOTS 16
+#define FNTAX_NO_SYSCALL 0xffffffffu
+/* sched_switch prev_state: any of these bits means the task chose to sleep
+ * (voluntary); none means it was preempted while runnable (involuntary).
+ * TASK_REPORT_MAX (0x100) marks preemption and is outside the mask. */
+#define FNTAX_TASK_REPORT_MASK 0xff
+
+/* Indices of the map-update failure counters (errors map). Keep in step with
+ * profiler/kernel.py MAP_ERROR_NAMES. */
+enum fntax_map_error {
+    FNTAX_ERR_TASKS = 0,
+    FNTAX_ERR_PROCS = 1,
+    FNTAX_ERR_PROC_SYSCALLS = 2,
+    FNTAX_ERR_DECOMP_ACTIVE = 3,
+    FNTAX_ERR_DECOMP = 4,
+    FNTAX_ERR_SLOTS = 8,
+};
+
+struct fntax_counters {
+    u64 syscalls;
+    u64 syscall_ns;          /* enter to exit, blocked time included */
+    u64 syscall_offcpu_ns;   /* part of syscall_ns spent switched out */
+    u64 voluntary;
+    u64 involuntary;
+    u64 oncpu_ns;
+    u64 runqueue_ns;
+    u64 faults_user;
+    u64 faults_kernel;
+    u64 faults_minor;
+    u64 faults_major;
+    u64 hardirq_ns;
+    u64 softirq_ns;
+};
+
+/* procs: per process (tgid). */
+struct fntax_proc {
+    struct fntax_counters c;
+    u32 workload;
+    u32 exited;
+    char comm[16];
+};
+
+/* tasks: per thread (tid); its presence means "tracked". */
+struct fntax_task {
+    u32 workload;
+    u32 sys_nr;              /* in-flight syscall while switched out */
+    u64 sys_enter_ns;
+    u64 offcpu_since_ns;     /* switched out inside a syscall since */
+    u64 wait_since_ns;       /* runnable (woken or preempted) since */
+};
+
+/* cpu_state: the task currently on this CPU and its unfolded counters. */
+struct fntax_cpu {
+    u32 tid;
+    u32 workload;            /* 0: current task not tracked */
+    u32 sys_nr;
+    u32 ndirty;
+    u64 sys_enter_ns;
+    u64 oncpu_since_ns;
+    u64 hardirq_enter_ns;
+    u64 softirq_enter_ns;
+    u32 dirty[FNTAX_DIRTY_SLOTS];
+    u32 overflow;
+    u32 track_gen;           /* tracking generation the workload was resolved at */
+    struct fntax_counters delta;
+};
+
+struct fntax_sys_key {
+    u32 tgid;
+    u32 nr;
+};
+
+struct fntax_decomp_key {
+    u32 tgid;
+    u32 lib;               /* index into profiler/decompress_targets.LIBRARIES */
+};
+
+struct fntax_sys_val {
+    u64 count;
+    u64 ns;
+};
+
+BPF_HASH(tasks, u32, struct fntax_task, FNTAX_MAX_TASKS);
+BPF_HASH(procs, u32, struct fntax_proc, FNTAX_MAX_PROCS);
+BPF_HASH(proc_syscalls, struct fntax_sys_key, struct fntax_sys_val, FNTAX_MAX_PROC_SYSCALLS);
+BPF_PERCPU_ARRAY(cpu_state, struct fntax_cpu, 1);
+BPF_PERCPU_ARRAY(cpu_syscalls, struct fntax_sys_val, FNTAX_SYSCALL_SLOTS);
+BPF_ARRAY(errors, u64, FNTAX_ERR_SLOTS);
+/* Bumped by user space whenever it adds tasks to track, so per-CPU slots that
+ * cached "not tracked" for a task re-resolve it (array lookups are inlined by
+ * the JIT: this costs a few instructions on the hot path). */
+BPF_ARRAY(track_gen, u32, 1);
+
+static __always_inline void fntax_count_error(int which)
+{
+    u64 *v = errors.lookup(&which);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+/* The calling task's slot, made current if another task left it. Returns the
+ * slot (tracked or not) or NULL only if the per-CPU array is unreadable. */
+static __always_inline struct fntax_cpu *fntax_cpu_current(u32 tid)
+{
+    int zero = 0;
+    struct fntax_cpu *cpu = cpu_state.lookup(&zero);
+    if (!cpu)
+        return 0;
+    u32 *gen = track_gen.lookup(&zero);
+    u32 now_gen = gen ? *gen : 0;
+    if (cpu->tid != tid || cpu->track_gen != now_gen) {
+        /* First event of this task on this CPU since we attached (or a missed
+         * switch): adopt the slot. Any unfolded delta of the previous owner
+         * was folded at its switch-out. */
+        if (cpu->tid != tid) {
+            cpu->tid = tid;
+            cpu->sys_nr = FNTAX_NO_SYSCALL;
+            cpu->oncpu_since_ns = bpf_ktime_get_ns();
+        }
+        cpu->track_gen = now_gen;
+        struct fntax_task *t = tasks.lookup(&tid);
+        cpu->workload = t ? t->workload : (FNTAX_TRACE_ALL ? 1 : 0);
+    }
+    return cpu;
+}
+
+static __always_inline void fntax_add_counters(struct fntax_counters *dst,
+                                               const struct fntax_counters *src)
+{
+    __sync_fetch_and_add(&dst->syscalls, src->syscalls);
+    __sync_fetch_and_add(&dst->syscall_ns, src->syscall_ns);
+    __sync_fetch_and_add(&dst->syscall_offcpu_ns, src->syscall_offcpu_ns);
+    __sync_fetch_and_add(&dst->voluntary, src->voluntary);
+    __sync_fetch_and_add(&dst->involuntary, src->involuntary);
+    __sync_fetch_and_add(&dst->oncpu_ns, src->oncpu_ns);
+    __sync_fetch_and_add(&dst->runqueue_ns, src->runqueue_ns);
+    __sync_fetch_and_add(&dst->faults_user, src->faults_user);
+    __sync_fetch_and_add(&dst->faults_kernel, src->faults_kernel);
+    __sync_fetch_and_add(&dst->faults_minor, src->faults_minor);
+    __sync_fetch_and_add(&dst->faults_major, src->faults_major);
+    __sync_fetch_and_add(&dst->hardirq_ns, src->hardirq_ns);
+    __sync_fetch_and_add(&dst->softirq_ns, src->softirq_ns);
+}
+
+static __always_inline void fntax_fold_syscall_nr(u32 tgid, u32 nr)
+{
+    struct fntax_sys_val *src = cpu_syscalls.lookup(&nr);
+    if (!src || src->count == 0)
+        return;
+    struct fntax_sys_key key = {.tgid = tgid, .nr = nr};
+    struct fntax_sys_val *dst = proc_syscalls.lookup(&key);
+    if (dst) {
+        __sync_fetch_and_add(&dst->count, src->count);
+        __sync_fetch_and_add(&dst->ns, src->ns);
+    } else {
+        struct fntax_sys_val fresh = *src;
+        if (proc_syscalls.update(&key, &fresh) != 0)
+            fntax_count_error(FNTAX_ERR_PROC_SYSCALLS);
+    }
+    src->count = 0;
+    src->ns = 0;
+}
+
+/* Fold the slot's delta into procs[tgid]; must run in the owner's context
+ * (tgid comes from the current task). */
+static __always_inline void fntax_fold(struct fntax_cpu *cpu, u32 tgid)
+{
+    if (!cpu->workload)
+        return;
+    struct fntax_proc *p = procs.lookup(&tgid);
+    if (p) {
+        fntax_add_counters(&p->c, &cpu->delta);
+    } else {
+        struct fntax_proc fresh = {};
+        fresh.c = cpu->delta;
+        fresh.workload = cpu->workload;
+        bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
+        if (procs.update(&tgid, &fresh) != 0)
+            fntax_count_error(FNTAX_ERR_PROCS);
+    }
+    __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
+
+    if (cpu->overflow) {
+#pragma clang loop unroll(disable)
+        for (u32 nr = 0; nr < FNTAX_SYSCALL_SLOTS; nr++)
+            fntax_fold_syscall_nr(tgid, nr);
+    } else {
+#pragma clang loop unroll(disable)
+        for (u32 i = 0; i < FNTAX_DIRTY_SLOTS; i++) {
+            if (i >= cpu->ndirty)
+                break;
+            fntax_fold_syscall_nr(tgid, cpu->dirty[i]);
+        }
+    }
+    cpu->ndirty = 0;
+    cpu->overflow = 0;
+}
+
+#endif /* FNTAX_H */

@@ -1,0 +1,59 @@
+"""Facts about the host: kernel, CPUs, headers, mounts. No bcc here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from profiler.errors import EnvironmentProblem
+from profiler.model import HostInfo
+
+TRACEFS = Path("/sys/kernel/tracing")
+DEBUGFS = Path("/sys/kernel/debug")
+# Written by scripts/bootstrap.sh when it linked the closest distribution
+# headers because the running kernel has no matching package.
+HEADERS_FALLBACK_MARK = Path("/var/lib/fntax/headers-fallback")
+
+
+def headers_state(release: str | None = None) -> str:
+    """'matching', 'fallback' or 'missing' for the running kernel's headers."""
+    release = release or os.uname().release
+    build = Path(f"/lib/modules/{release}/build")
+    if not build.exists():
+        return "missing"
+    if HEADERS_FALLBACK_MARK.exists():
+        return "fallback"
+    # Headers whose directory names another kernel release are a fallback,
+    # whoever linked them.
+    target = build.resolve().name
+    if target.startswith("linux-headers-") and not target.endswith(release):
+        return "fallback"
+    return "matching"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def host_info() -> HostInfo:
+    return HostInfo(kernel=os.uname().release, cpus=os.cpu_count() or 1,
+                    headers=headers_state(), cpu_model=cpu_model())
+
+
+def ensure_tracefs() -> None:
+    """Mount tracefs (and debugfs) when missing: bcc reads tracepoint formats there."""
+    if (TRACEFS / "events").is_dir():
+        return
+    for fstype, where in (("tracefs", TRACEFS), ("debugfs", DEBUGFS)):
+        if where.exists() and not (fstype == "tracefs" and (where / "events").is_dir()):
+            subprocess.run(["mount", "-t", fstype, fstype, str(where)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if not (TRACEFS / "events").is_dir():
+        raise EnvironmentProblem(f"tracefs is not mounted at {TRACEFS} and mounting it failed")

@@ -1,0 +1,310 @@
+"""The only module that imports bcc: compile, check, attach, read, detach.
+
+Everything above this layer sees plain dataclasses from `profiler.model`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+
+from profiler import decompress_targets, host
+from profiler.errors import EnvironmentProblem, ProbeAttachError, ProbeLoadError
+from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
+from profiler.probe_contract import (
+    MAP_ERROR_NAMES,
+    PROBES_DIR,
+    SHARED_HEADER,
+    SYSCALL_SLOTS,
+    MapDecl,
+    check_loaded,
+    family_path,
+    parse_declarations,
+)
+
+FAMILIES: tuple[str, ...] = ("syscalls", "sched", "faults", "irq", "decompress")
+
+# perf software event ids (include/uapi/linux/perf_event.h).
+_PERF_TYPE_SOFTWARE = 1
+_PERF_COUNT_SW_PAGE_FAULTS_MIN = 5
+_PERF_COUNT_SW_PAGE_FAULTS_MAJ = 6
+
+_COUNTER_FIELDS = {
+    # model.Counters field -> fntax_counters field
+    "syscalls": "syscalls",
+    "syscall_ns": "syscall_ns",
+    "syscall_offcpu_ns": "syscall_offcpu_ns",
+    "voluntary_switches": "voluntary",
+    "involuntary_switches": "involuntary",
+    "oncpu_ns": "oncpu_ns",
+    "runqueue_ns": "runqueue_ns",
+    "faults_user": "faults_user",
+    "faults_kernel": "faults_kernel",
+    "faults_minor": "faults_minor",
+    "faults_major": "faults_major",
+    "hardirq_ns": "hardirq_ns",
+    "softirq_ns": "softirq_ns",
+}
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What to load. Bounds become -D flags; nothing edits the C text."""
+
+    families: tuple[str, ...] = FAMILIES
+    trace_all: bool = False
+    max_tasks: int = 65536
+    max_procs: int = 16384
+    max_proc_syscalls: int = 65536
+    max_decomp: int = 16384
+    extra_decompressors: tuple[str, ...] = ()  # "PATH_OR_LIB:SYMBOL"
+    probes_dir: Path = PROBES_DIR
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-I{self.probes_dir}",
+            f"-DFNTAX_MAX_TASKS={self.max_tasks}",
+            f"-DFNTAX_MAX_PROCS={self.max_procs}",
+            f"-DFNTAX_MAX_PROC_SYSCALLS={self.max_proc_syscalls}",
+            f"-DFNTAX_MAX_DECOMP={self.max_decomp}",
+            f"-DFNTAX_TRACE_ALL={1 if self.trace_all else 0}",
+            "-Wno-macro-redefined",
+        ]
+
+
+def module_source(options: ProbeOptions) -> str:
+    """The BPF module text: the shared header first, then each family.
+
+    bcc rewrites map declarations and TRACEPOINT_PROBEs only in its main text,
+    so the header's text leads; its include guard turns each family's own
+    `#include "fntax.h"` into a no-op.
+    """
+    parts = [(options.probes_dir / SHARED_HEADER).read_text()]
+    for family in options.families:
+        parts.append(f"/* ---- {family}.bpf.c ---- */\n")
+        parts.append(family_path(family, options.probes_dir).read_text())
+    return "\n".join(parts)
+
+
+def check_environment() -> None:
+    """Fail early, with one actionable line, when probes cannot load here."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("fntax needs root to load eBPF probes (try: sudo fntax ...)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError as err:
+        raise EnvironmentProblem(
+            "bcc is not importable: install python3-bpfcc and run fntax from .venv (make bootstrap)"
+        ) from err
+    host.ensure_tracefs()
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not build.exists():
+        raise EnvironmentProblem(f"no kernel headers at {build}: run `make bootstrap` to install or link them")
+
+
+@dataclass
+class _Attached:
+    tracepoints: list[str] = field(default_factory=list)
+    perf_events: int = 0
+    uprobes: list[str] = field(default_factory=list)
+
+
+class KernelProbes:
+    """A loaded, attached set of fntax probes. Use as a context manager."""
+
+    def __init__(self, options: ProbeOptions | None = None) -> None:
+        self.options = options or ProbeOptions()
+        self._bpf: Any = None
+        self._attached = _Attached()
+        self._decomp_libraries: tuple[str, ...] = decompress_targets.LIBRARIES
+        self._syscall_names: dict[int, str] = {}
+
+    # -- lifecycle -----------------------------------------------------------
+    def open(self) -> KernelProbes:
+        check_environment()
+        from bcc import BPF  # the one place bcc is imported
+
+        source = module_source(self.options)
+        try:
+            self._bpf = BPF(text=source, cflags=self.options.cflags())
+        except Exception as err:  # bcc raises bare Exception on compile/load
+            raise ProbeLoadError(f"probes failed to compile or load: {err}") from err
+        try:
+            self._check_contracts()
+            self._attach_perf_faults()
+            if "decompress" in self.options.families:
+                self._attach_decompressors()
+        except BaseException:
+            self.close()
+            raise
+        self._attached.tracepoints = [
+            name.decode() if isinstance(name, bytes) else str(name)
+            for name in list(self._bpf.tracepoint_fds) + list(self._bpf.raw_tracepoint_fds)
+        ]
+        self._syscall_names = _syscall_table()
+        return self
+
+    def close(self) -> None:
+        """Detach every probe and free every map (idempotent)."""
+        if self._bpf is not None:
+            bpf, self._bpf = self._bpf, None
+            bpf.cleanup()
+
+    def __enter__(self) -> KernelProbes:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def attached(self) -> _Attached:
+        return self._attached
+
+    # -- set-up --------------------------------------------------------------
+    def _check_contracts(self) -> None:
+        decls: list[MapDecl] = []
+        for family in self.options.families:
+            decls.extend(parse_declarations(family_path(family, self.options.probes_dir)))
+        for decl in decls:
+            try:
+                table = self._bpf.get_table(decl.name)
+            except KeyError as err:
+                raise ProbeLoadError(f"{decl.file}: declared map {decl.name} is not in the loaded object") from err
+            # Per-CPU tables expose one value per CPU as Leaf; sLeaf is one CPU's.
+            value_type = getattr(table, "sLeaf", table.Leaf)
+            check_loaded(decl, int(table.ttype), ctypes.sizeof(table.Key), ctypes.sizeof(value_type))
+
+    def _attach_perf_faults(self) -> None:
+        if "faults" not in self.options.families:
+            return
+        for config, fn in ((_PERF_COUNT_SW_PAGE_FAULTS_MIN, "fntax_fault_minor"),
+                           (_PERF_COUNT_SW_PAGE_FAULTS_MAJ, "fntax_fault_major")):
+            try:
+                self._bpf.attach_perf_event(ev_type=_PERF_TYPE_SOFTWARE, ev_config=config,
+                                            fn_name=fn, sample_period=1)
+            except Exception as err:
+                raise ProbeAttachError(f"faults.bpf.c: perf software event {fn}: {err}") from err
+            self._attached.perf_events += 1
+
+    def _attach_decompressors(self) -> None:
+        targets = decompress_targets.discover(self.options.extra_decompressors)
+        for target in targets:
+            try:
+                self._bpf.attach_uprobe(name=target.path, sym=target.symbol, fn_name=target.entry_fn)
+                if target.return_fn:
+                    self._bpf.attach_uretprobe(name=target.path, sym=target.symbol, fn_name=target.return_fn)
+            except Exception as err:
+                raise ProbeAttachError(
+                    f"decompress.bpf.c: uprobe {target.path}:{target.symbol}: {err}") from err
+            self._attached.uprobes.append(f"{target.library}:{target.symbol}")
+
+    # -- tracking ------------------------------------------------------------
+    def track(self, pid: int, workload: int = 1, tree: bool = False) -> None:
+        """Attribute pid's threads (and, with tree, its descendants') to a workload.
+
+        Children forked later follow automatically (sched_process_fork)."""
+        tids = [pid]
+        if tree:
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+                tids = [t.id for p in procs for t in _threads(p)] or [pid]
+            except psutil.Error:
+                tids = [pid]
+        tasks = self._bpf["tasks"]
+        for tid in tids:
+            value = tasks.Leaf()
+            value.workload = workload
+            value.sys_nr = 0xFFFFFFFF
+            tasks[tasks.Key(tid)] = value
+        gen = self._bpf["track_gen"]
+        gen[gen.Key(0)] = gen.Leaf(gen[gen.Key(0)].value + 1)
+
+    # -- reading -------------------------------------------------------------
+    def snapshot(self) -> KernelSnapshot:
+        """Read every map into plain dataclasses (unfolded per-CPU deltas included)."""
+        bpf = self._bpf
+        by_pid: dict[int, dict[str, Any]] = {}
+        for key, proc in bpf["procs"].items():
+            by_pid[int(key.value)] = {
+                "comm": bytes(proc.comm).split(b"\0", 1)[0].decode(errors="replace"),
+                "workload": int(proc.workload),
+                "exited": bool(proc.exited),
+                "counters": _counters(proc.c),
+                "syscalls": {},
+                "decomp": {},
+            }
+        self._add_unfolded(by_pid)
+        for key, val in bpf["proc_syscalls"].items():
+            entry = by_pid.get(int(key.tgid))
+            if entry is None:
+                continue
+            name = self._syscall_name(int(key.nr))
+            entry["syscalls"][name] = entry["syscalls"].get(name, CallStats()) + CallStats(int(val.count), int(val.ns))
+        if "decompress" in self.options.families:
+            for key, val in bpf["decomp"].items():
+                entry = by_pid.get(int(key.tgid))
+                if entry is None:
+                    continue
+                lib = self._decomp_libraries[key.lib] if key.lib < len(self._decomp_libraries) else "unknown"
+                entry["decomp"][lib] = entry["decomp"].get(lib, CallStats()) + CallStats(int(val.count), int(val.ns))
+        processes = tuple(
+            ProcessSample(pid=pid, comm=e["comm"], workload=e["workload"], exited=e["exited"],
+                          counters=e["counters"], syscalls_by_name=e["syscalls"],
+                          decompression_by_library=e["decomp"])
+            for pid, e in sorted(by_pid.items())
+        )
+        errors = {name: int(bpf["errors"][bpf["errors"].Key(i)].value) for i, name in MAP_ERROR_NAMES.items()}
+        return KernelSnapshot(processes=processes, map_update_failures=errors, taken_at_ns=time.monotonic_ns())
+
+    def _add_unfolded(self, by_pid: dict[int, dict[str, Any]]) -> None:
+        """Add what tasks still on a CPU have not folded yet (a live --pid capture)."""
+        for slot in self._bpf["cpu_state"][0]:
+            if not slot.workload:
+                continue
+            delta = _counters(slot.delta)
+            if delta == Counters():
+                continue
+            tgid = _tgid_of(int(slot.tid))
+            if tgid is not None and tgid in by_pid:
+                by_pid[tgid]["counters"] = by_pid[tgid]["counters"] + delta
+
+    def _syscall_name(self, nr: int) -> str:
+        if nr >= SYSCALL_SLOTS - 1:
+            return "other"
+        return self._syscall_names.get(nr, f"syscall_{nr}")
+
+
+def _counters(raw: Any) -> Counters:
+    return Counters(**{ours: int(getattr(raw, theirs)) for ours, theirs in _COUNTER_FIELDS.items()})
+
+
+def _threads(proc: psutil.Process) -> Iterable[Any]:
+    try:
+        return proc.threads()
+    except psutil.Error:
+        return []
+
+
+def _tgid_of(tid: int) -> int | None:
+    try:
+        with open(f"/proc/{tid}/status") as status:
+            for line in status:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _syscall_table() -> dict[int, str]:
+    """Syscall names of this host, from bcc's table (ausyscall when present)."""
+    from bcc.syscall import syscalls
+
+    return {int(nr): name.decode() for nr, name in syscalls.items()}
