@@ -95,7 +95,7 @@ def module_source(options: ProbeOptions) -> str:
 def check_environment() -> None:
     """Fail early, with one actionable line, when probes cannot load here."""
     if os.geteuid() != 0:
-        raise EnvironmentProblem("fntax needs root to load eBPF probes (try: sudo fntax ...)")
+        raise EnvironmentProblem("root is needed to load eBPF probes (try: sudo fntax ...)")
     try:
         import bcc  # noqa: F401
     except ImportError as err:

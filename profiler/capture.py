@@ -1,0 +1,225 @@
+"""One capture: run a command (or watch a pid tree) under the probes.
+
+This is the one-shot way of driving the pipeline; `fntax agent` is the
+continuous one. The whole process tree is one workload (id 1): the root is
+tracked before it runs a single instruction of CMD, and sched_process_fork
+makes every descendant follow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Callable, Iterator, Sequence
+
+import psutil
+
+from profiler.errors import InputError
+from profiler.host import host_info
+from profiler.kernel import KernelProbes, ProbeOptions
+from profiler.model import (
+    NS_PER_SECOND,
+    CallStats,
+    Capture,
+    Counters,
+    KernelSnapshot,
+    ProcessSample,
+    WorkloadSummary,
+    merge_calls,
+)
+
+WORKLOAD_ID = 1
+# Exit code of a command killed by signal N, as shells report it.
+SIGNAL_EXIT_BASE = 128
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to capture: a command to start, or a running pid for a duration."""
+
+    command: tuple[str, ...] = ()
+    pid: int | None = None
+    duration_seconds: float | None = None
+
+
+def validate(target: Target) -> None:
+    """Reject bad input before spending seconds compiling probes."""
+    if target.pid is not None:
+        if target.command:
+            raise InputError("give either --pid or a command, not both")
+        if target.pid <= 0 or not psutil.pid_exists(target.pid):
+            raise InputError(f"no process with pid {target.pid}")
+        if target.duration_seconds is not None and target.duration_seconds <= 0:
+            raise InputError(f"--duration must be positive, got {target.duration_seconds}")
+        return
+    if not target.command:
+        raise InputError("nothing to profile: give a command after -- or --pid PID")
+    program = target.command[0]
+    if os.sep in program:
+        if not os.path.exists(program):
+            raise InputError(f"command not found: {program}")
+        if not os.access(program, os.X_OK) or os.path.isdir(program):
+            raise InputError(f"command is not executable: {program}")
+    elif shutil.which(program) is None:
+        raise InputError(f"command not found: {program}")
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM during a capture: stop, keep what was captured."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def run_capture(
+    target: Target,
+    options: ProbeOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Capture:
+    """Load the probes, capture the target, detach, and summarise."""
+    validate(target)
+    say = progress or (lambda _msg: None)
+    say("loading probes")
+    with KernelProbes(options) as probes, _StopRequest() as stop:
+        if target.pid is not None:
+            return _capture_pid(probes, target, stop, say)
+        return _capture_command(probes, target, stop, say)
+
+
+def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
+                     say: Callable[[str], None]) -> Capture:
+    child = _GatedChild(target.command)
+    probes.track(child.pid, WORKLOAD_ID)
+    say(f"running {' '.join(target.command)} (pid {child.pid})")
+    started = time.monotonic_ns()
+    child.release()
+    exit_code = _wait(child.pid, stop)
+    wall_ns = time.monotonic_ns() - started
+    snapshot = probes.snapshot()
+    return _assemble(target.command, child.pid, exit_code, wall_ns, snapshot,
+                     interrupted=stop.signum is not None)
+
+
+class _GatedChild:
+    """A forked child held before exec until its pid is tracked.
+
+    subprocess.Popen cannot do this: it blocks until the child has exec'd.
+    A failed exec is reported back through a close-on-exec pipe.
+    """
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self._command = list(command)
+        gate_read, self._gate_write = os.pipe()
+        self._err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                os.close(self._gate_write)
+                os.close(self._err_read)
+                os.read(gate_read, 1)
+                os.close(gate_read)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.execvp(self._command[0], self._command)
+            except OSError as err:
+                os.write(err_write, (err.strerror or "exec failed").encode())
+            finally:
+                os._exit(127)
+        self.pid = pid
+        os.close(gate_read)
+        os.close(err_write)
+
+    def release(self) -> None:
+        os.write(self._gate_write, b"g")
+        os.close(self._gate_write)
+        failure = os.read(self._err_read, 512)  # EOF on a successful exec
+        os.close(self._err_read)
+        if failure:
+            os.waitpid(self.pid, 0)
+            raise InputError(f"cannot run {self._command[0]}: {failure.decode(errors='replace')}")
+
+
+def _wait(pid: int, stop: _StopRequest) -> int:
+    """Wait for the child; on SIGINT/SIGTERM pass SIGTERM on, then SIGKILL after 2 s."""
+    forwarded_at: float | None = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+                SIGNAL_EXIT_BASE + os.WTERMSIG(status)
+        if stop.signum is not None:
+            if forwarded_at is None:
+                os.kill(pid, signal.SIGTERM)
+                forwarded_at = time.monotonic()
+            elif time.monotonic() - forwarded_at > 2.0:
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def _capture_pid(probes: KernelProbes, target: Target, stop: _StopRequest,
+                 say: Callable[[str], None]) -> Capture:
+    assert target.pid is not None
+    try:
+        root = psutil.Process(target.pid)
+        command = tuple(root.cmdline()) or (root.name(),)
+    except psutil.Error as err:
+        raise InputError(f"no process with pid {target.pid}") from err
+    probes.track(target.pid, WORKLOAD_ID, tree=True)
+    duration = target.duration_seconds
+    say(f"attached to pid {target.pid}" + (f" for {duration:g} s" if duration else " until it exits or Ctrl-C"))
+    started = time.monotonic_ns()
+    deadline = None if duration is None else started + int(duration * NS_PER_SECOND)
+    for _ in _ticks(0.05):
+        if stop.signum is not None or not root.is_running():
+            break
+        if deadline is not None and time.monotonic_ns() >= deadline:
+            break
+    wall_ns = time.monotonic_ns() - started
+    snapshot = probes.snapshot()
+    return _assemble(command, target.pid, None, wall_ns, snapshot,
+                     interrupted=stop.signum is not None)
+
+
+def _ticks(seconds: float) -> Iterator[None]:
+    while True:
+        yield
+        time.sleep(seconds)
+
+
+def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSummary:
+    counters = Counters()
+    syscalls: dict[str, CallStats] = {}
+    decomp: dict[str, CallStats] = {}
+    for proc in processes:
+        counters = counters + proc.counters
+        syscalls = merge_calls(syscalls, proc.syscalls_by_name)
+        decomp = merge_calls(decomp, proc.decompression_by_library)
+    return WorkloadSummary(wall_seconds=wall_ns / NS_PER_SECOND, processes=len(processes),
+                           counters=counters, syscalls_by_name=syscalls,
+                           decompression_by_library=decomp)
+
+
+def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,
+              snapshot: KernelSnapshot, interrupted: bool) -> Capture:
+    mine = tuple(p for p in snapshot.processes if p.workload == WORKLOAD_ID)
+    return Capture(command=tuple(command), pid=pid, exit_code=exit_code, host=host_info(),
+                   workload=summarise(mine, wall_ns), per_process=mine,
+                   map_update_failures=dict(snapshot.map_update_failures),
+                   interrupted=interrupted)

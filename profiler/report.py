@@ -1,0 +1,119 @@
+"""Captures as JSON (version 1) and as a readable table."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from profiler.model import NS_PER_SECOND, CallStats, Capture, Counters, ProcessSample
+
+CAPTURE_VERSION = 1
+
+
+def _seconds(ns: int) -> float:
+    return ns / NS_PER_SECOND
+
+
+def _calls_json(table: Mapping[str, CallStats]) -> dict[str, dict[str, float | int]]:
+    ordered = sorted(table.items(), key=lambda item: (-item[1].ns, item[0]))
+    return {name: {"count": stats.count, "seconds": _seconds(stats.ns)} for name, stats in ordered}
+
+
+def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
+                  decompression: Mapping[str, CallStats]) -> dict[str, Any]:
+    """The counter block shared by the workload and each process."""
+    decomp_ns = sum(s.ns for s in decompression.values())
+    decomp_calls = sum(s.count for s in decompression.values())
+    return {
+        "oncpu_seconds": _seconds(counters.oncpu_ns),
+        "syscalls": {
+            "count": counters.syscalls,
+            "seconds": _seconds(counters.syscall_ns),
+            "blocked_seconds": _seconds(counters.syscall_offcpu_ns),
+            "by_name": _calls_json(syscalls),
+        },
+        "context_switches": {"voluntary": counters.voluntary_switches,
+                             "involuntary": counters.involuntary_switches},
+        "runqueue_wait_seconds": _seconds(counters.runqueue_ns),
+        "page_faults": {"minor": counters.faults_minor, "major": counters.faults_major,
+                        "user": counters.faults_user, "kernel": counters.faults_kernel},
+        "irq_seconds": {"hard": _seconds(counters.hardirq_ns), "soft": _seconds(counters.softirq_ns)},
+        "decompression": {"seconds": _seconds(decomp_ns), "calls": decomp_calls,
+                          "by_library": _calls_json(decompression)},
+    }
+
+
+def _process_json(proc: ProcessSample) -> dict[str, Any]:
+    return {"pid": proc.pid, "comm": proc.comm, "exited": proc.exited,
+            **counters_json(proc.counters, proc.syscalls_by_name, proc.decompression_by_library)}
+
+
+def capture_json(capture: Capture) -> dict[str, Any]:
+    workload = capture.workload
+    return {
+        "version": CAPTURE_VERSION,
+        "command": list(capture.command),
+        "pid": capture.pid,
+        "exit_code": capture.exit_code,
+        "interrupted": capture.interrupted,
+        "host": {"kernel": capture.host.kernel, "cpus": capture.host.cpus,
+                 "headers": capture.host.headers, "cpu_model": capture.host.cpu_model},
+        "workload": {
+            "wall_seconds": workload.wall_seconds,
+            "processes": workload.processes,
+            **counters_json(workload.counters, workload.syscalls_by_name,
+                            workload.decompression_by_library),
+        },
+        "per_process": [_process_json(p) for p in capture.per_process],
+        "map_update_failures": dict(capture.map_update_failures),
+    }
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def render_table(capture: Capture, top_syscalls: int = 8) -> str:
+    """A readable summary of one capture."""
+    w = capture.workload
+    c = w.counters
+    decomp_ns = sum(s.ns for s in w.decompression_by_library.values())
+    decomp_calls = sum(s.count for s in w.decompression_by_library.values())
+    rows: list[tuple[str, str]] = [
+        ("command", " ".join(capture.command)),
+        ("exit code", "-" if capture.exit_code is None else str(capture.exit_code)),
+        ("host", f"{capture.host.kernel}, {capture.host.cpus} CPUs, headers {capture.host.headers}"),
+        ("wall time", _fmt_s(w.wall_seconds)),
+        ("on-CPU time", _fmt_s(_seconds(c.oncpu_ns))),
+        ("processes", str(w.processes)),
+        ("syscalls", f"{c.syscalls:,} in {_fmt_s(_seconds(c.syscall_ns))}"
+                     f" ({_fmt_s(_seconds(c.syscall_offcpu_ns))} blocked)"),
+        ("context switches", f"{c.voluntary_switches:,} voluntary, {c.involuntary_switches:,} involuntary"),
+        ("run-queue wait", _fmt_s(_seconds(c.runqueue_ns))),
+        ("page faults", f"{c.faults_minor:,} minor, {c.faults_major:,} major"
+                        f" ({c.faults_user:,} user-mode, {c.faults_kernel:,} kernel-mode)"),
+        ("interrupts", f"{_fmt_s(_seconds(c.hardirq_ns))} hard, {_fmt_s(_seconds(c.softirq_ns))} soft"),
+        ("decompression", f"{decomp_calls:,} calls in {_fmt_s(_seconds(decomp_ns))}"),
+    ]
+    for lib, stats in sorted(w.decompression_by_library.items(), key=lambda i: -i[1].ns):
+        rows.append((f"  {lib}", f"{stats.count:,} calls in {_fmt_s(_seconds(stats.ns))}"))
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    top = sorted(w.syscalls_by_name.items(), key=lambda i: (-i[1].ns, i[0]))[:top_syscalls]
+    if top:
+        lines.append("")
+        lines.append(f"{'syscall':<16} {'count':>10} {'time':>12}")
+        for name, stats in top:
+            lines.append(f"{name:<16} {stats.count:>10,} {_fmt_s(_seconds(stats.ns)):>12}")
+    failures = {k: v for k, v in capture.map_update_failures.items() if v}
+    if failures:
+        lines.append("")
+        lines.append("WARNING: map updates failed (maps full), figures are low: "
+                     + ", ".join(f"{k}={v}" for k, v in failures.items()))
+    if capture.interrupted:
+        lines.append("")
+        lines.append("(capture interrupted: figures cover the run up to the signal)")
+    return "\n".join(lines)
