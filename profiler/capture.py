@@ -114,7 +114,7 @@ def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
     wall_ns = time.monotonic_ns() - started
     snapshot = probes.snapshot()
     return _assemble(target.command, child.pid, exit_code, wall_ns, snapshot,
-                     interrupted=stop.signum is not None)
+                     stop_signal=stop.signum)
 
 
 class _GatedChild:
@@ -194,7 +194,7 @@ def _capture_pid(probes: KernelProbes, target: Target, stop: _StopRequest,
     wall_ns = time.monotonic_ns() - started
     snapshot = probes.snapshot()
     return _assemble(command, target.pid, None, wall_ns, snapshot,
-                     interrupted=stop.signum is not None)
+                     stop_signal=stop.signum)
 
 
 def _ticks(seconds: float) -> Iterator[None]:
@@ -217,9 +217,9 @@ def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSumma
 
 
 def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,
-              snapshot: KernelSnapshot, interrupted: bool) -> Capture:
+              snapshot: KernelSnapshot, stop_signal: int | None) -> Capture:
     mine = tuple(p for p in snapshot.processes if p.workload == WORKLOAD_ID)
     return Capture(command=tuple(command), pid=pid, exit_code=exit_code, host=host_info(),
                    workload=summarise(mine, wall_ns), per_process=mine,
                    map_update_failures=dict(snapshot.map_update_failures),
-                   interrupted=interrupted)
+                   stop_signal=stop_signal)

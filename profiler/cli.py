@@ -103,8 +103,8 @@ def profile(json_path: str | None, pid: int | None, duration: float | None,
         _progress(quiet)(f"capture written to {json_path}")
     else:
         click.echo(render_table(capture))
-    if capture.interrupted:
-        sys.exit(INTERRUPTED_EXIT)
+    if capture.stop_signal is not None:
+        sys.exit(128 + capture.stop_signal)
     if capture.exit_code:
         sys.exit(capture.exit_code)
 

@@ -107,4 +107,8 @@ class Capture:
     workload: WorkloadSummary
     per_process: tuple[ProcessSample, ...]
     map_update_failures: Mapping[str, int]
-    interrupted: bool = False
+    stop_signal: int | None = None  # SIGINT/SIGTERM that ended the capture early
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stop_signal is not None
