@@ -120,3 +120,16 @@ def doctor(as_json: bool) -> None:
 
     report = run_checks()
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else render(report))
+
+
+@main.command()
+@click.argument("capture_file", type=click.Path(dir_okay=False))
+@click.option("--top", default=8, show_default=True, help="How many syscalls to list.")
+@_one_line_errors
+def report(capture_file: str, top: int) -> None:
+    """Print a readable report of a capture written by `fntax profile --json`."""
+    from profiler.files import read_json
+    from profiler.report import CAPTURE_VERSION, render_capture_json
+
+    data = read_json(capture_file, expect_version=CAPTURE_VERSION)
+    click.echo(render_capture_json(data, top, source=capture_file))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from profiler.errors import ConfigError
 from profiler.model import NS_PER_SECOND, CallStats, Capture, Counters, ProcessSample
 
 CAPTURE_VERSION = 1
@@ -78,42 +79,60 @@ def _fmt_s(seconds: float) -> str:
 
 def render_table(capture: Capture, top_syscalls: int = 8) -> str:
     """A readable summary of one capture."""
-    w = capture.workload
-    c = w.counters
-    decomp_ns = sum(s.ns for s in w.decompression_by_library.values())
-    decomp_calls = sum(s.count for s in w.decompression_by_library.values())
+    return render_capture_json(capture_json(capture), top_syscalls)
+
+
+def _get(data: Mapping[str, Any], dotted: str, source: str) -> Any:
+    value: Any = data
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise ConfigError(f"{source}: missing field '{dotted}'")
+        value = value[part]
+    return value
+
+
+def render_capture_json(data: Mapping[str, Any], top_syscalls: int = 8, source: str = "capture") -> str:
+    """A readable summary of a capture in its JSON form (also `fntax report`)."""
+    w = _get(data, "workload", source)
+    host = _get(data, "host", source)
+    sc = _get(w, "syscalls", source)
+    cs = _get(w, "context_switches", source)
+    pf = _get(w, "page_faults", source)
+    irq = _get(w, "irq_seconds", source)
+    dec = _get(w, "decompression", source)
+    exit_code = data.get("exit_code")
     rows: list[tuple[str, str]] = [
-        ("command", " ".join(capture.command)),
-        ("exit code", "-" if capture.exit_code is None else str(capture.exit_code)),
-        ("host", f"{capture.host.kernel}, {capture.host.cpus} CPUs, headers {capture.host.headers}"),
-        ("wall time", _fmt_s(w.wall_seconds)),
-        ("on-CPU time", _fmt_s(_seconds(c.oncpu_ns))),
-        ("processes", str(w.processes)),
-        ("syscalls", f"{c.syscalls:,} in {_fmt_s(_seconds(c.syscall_ns))}"
-                     f" ({_fmt_s(_seconds(c.syscall_offcpu_ns))} blocked)"),
-        ("context switches", f"{c.voluntary_switches:,} voluntary, {c.involuntary_switches:,} involuntary"),
-        ("run-queue wait", _fmt_s(_seconds(c.runqueue_ns))),
-        ("page faults", f"{c.faults_minor:,} minor, {c.faults_major:,} major"
-                        f" ({c.faults_user:,} user-mode, {c.faults_kernel:,} kernel-mode)"),
-        ("interrupts", f"{_fmt_s(_seconds(c.hardirq_ns))} hard, {_fmt_s(_seconds(c.softirq_ns))} soft"),
-        ("decompression", f"{decomp_calls:,} calls in {_fmt_s(_seconds(decomp_ns))}"),
+        ("command", " ".join(map(str, data.get("command", [])))),
+        ("exit code", "-" if exit_code is None else str(exit_code)),
+        ("host", f"{host.get('kernel', '?')}, {host.get('cpus', '?')} CPUs, headers {host.get('headers', '?')}"),
+        ("wall time", _fmt_s(_get(w, "wall_seconds", source))),
+        ("on-CPU time", _fmt_s(_get(w, "oncpu_seconds", source))),
+        ("processes", str(_get(w, "processes", source))),
+        ("syscalls", f"{sc['count']:,} in {_fmt_s(sc['seconds'])}"
+                     f" ({_fmt_s(sc.get('blocked_seconds', 0.0))} blocked)"),
+        ("context switches", f"{cs['voluntary']:,} voluntary, {cs['involuntary']:,} involuntary"),
+        ("run-queue wait", _fmt_s(_get(w, "runqueue_wait_seconds", source))),
+        ("page faults", f"{pf['minor']:,} minor, {pf['major']:,} major"
+                        f" ({pf['user']:,} user-mode, {pf['kernel']:,} kernel-mode)"),
+        ("interrupts", f"{_fmt_s(irq['hard'])} hard, {_fmt_s(irq['soft'])} soft"),
+        ("decompression", f"{dec['calls']:,} calls in {_fmt_s(dec['seconds'])}"),
     ]
-    for lib, stats in sorted(w.decompression_by_library.items(), key=lambda i: -i[1].ns):
-        rows.append((f"  {lib}", f"{stats.count:,} calls in {_fmt_s(_seconds(stats.ns))}"))
+    for lib, stats in dec.get("by_library", {}).items():
+        rows.append((f"  {lib}", f"{stats['count']:,} calls in {_fmt_s(stats['seconds'])}"))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
-    top = sorted(w.syscalls_by_name.items(), key=lambda i: (-i[1].ns, i[0]))[:top_syscalls]
+    top = list(sc.get("by_name", {}).items())[:top_syscalls]
     if top:
         lines.append("")
         lines.append(f"{'syscall':<16} {'count':>10} {'time':>12}")
         for name, stats in top:
-            lines.append(f"{name:<16} {stats.count:>10,} {_fmt_s(_seconds(stats.ns)):>12}")
-    failures = {k: v for k, v in capture.map_update_failures.items() if v}
+            lines.append(f"{name:<16} {stats['count']:>10,} {_fmt_s(stats['seconds']):>12}")
+    failures = {k: v for k, v in data.get("map_update_failures", {}).items() if v}
     if failures:
         lines.append("")
         lines.append("WARNING: map updates failed (maps full), figures are low: "
                      + ", ".join(f"{k}={v}" for k, v in failures.items()))
-    if capture.interrupted:
+    if data.get("interrupted"):
         lines.append("")
         lines.append("(capture interrupted: figures cover the run up to the signal)")
     return "\n".join(lines)
