@@ -64,6 +64,9 @@ class ProbeOptions:
     max_proc_syscalls: int = 65536
     max_decomp: int = 16384
     extra_decompressors: tuple[str, ...] = ()  # "PATH_OR_LIB:SYMBOL"
+    # Kernel BPF run-time statistics, for the observer cost. They add two
+    # clock reads to every program run, so benchmarks measure both ways.
+    run_time_stats: bool = True
     probes_dir: Path = PROBES_DIR
 
     def cflags(self) -> list[str]:
@@ -108,6 +111,54 @@ def check_environment() -> None:
         raise EnvironmentProblem(f"no kernel headers at {build}: run `make bootstrap` to install or link them")
 
 
+@dataclass(frozen=True)
+class ProgramStats:
+    """Kernel BPF run-time statistics of one loaded program (bpf_stats)."""
+
+    runs: int
+    run_ns: int
+
+    @property
+    def mean_ns(self) -> float:
+        return self.run_ns / self.runs if self.runs else 0.0
+
+
+_BPF_SYSCALL_NR = 321  # x86_64
+_BPF_ENABLE_STATS = 32
+_BPF_STATS_RUN_TIME = 0
+
+
+def _enable_bpf_stats() -> int | None:
+    """Turn on the kernel's BPF run-time accounting for as long as the fd lives.
+
+    BPF_ENABLE_STATS reverts by itself when fntax exits, unlike the global
+    sysctl kernel.bpf_stats_enabled. Returns None where the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 32)()
+    attr[0] = _BPF_STATS_RUN_TIME
+    fd = int(libc.syscall(_BPF_SYSCALL_NR, _BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr)))
+    return fd if fd >= 0 else None
+
+
+def _fdinfo_stats(fd: int) -> ProgramStats:
+    runs = run_ns = 0
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("run_time_ns:"):
+                    run_ns = int(line.split()[1])
+                elif line.startswith("run_cnt:"):
+                    runs = int(line.split()[1])
+    except OSError:
+        pass
+    return ProgramStats(runs=runs, run_ns=run_ns)
+
+
+def _probe_name(func_name: str) -> str:
+    """'tracepoint__sched__sched_switch' -> 'sched_switch', 'raw_tracepoint__sys_enter' -> 'sys_enter'."""
+    return func_name.rsplit("__", 1)[-1]
+
+
 @dataclass
 class _Attached:
     tracepoints: list[str] = field(default_factory=list)
@@ -124,6 +175,7 @@ class KernelProbes:
         self._attached = _Attached()
         self._decomp_libraries: tuple[str, ...] = decompress_targets.LIBRARIES
         self._syscall_names: dict[int, str] = {}
+        self._stats_fd: int | None = None
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> KernelProbes:
@@ -131,6 +183,7 @@ class KernelProbes:
         from bcc import BPF  # the one place bcc is imported
 
         source = module_source(self.options)
+        self._stats_fd = _enable_bpf_stats() if self.options.run_time_stats else None
         try:
             self._bpf = BPF(text=source, cflags=self.options.cflags())
         except Exception as err:  # bcc raises bare Exception on compile/load
@@ -155,6 +208,9 @@ class KernelProbes:
         if self._bpf is not None:
             bpf, self._bpf = self._bpf, None
             bpf.cleanup()
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
 
     def __enter__(self) -> KernelProbes:
         return self.open()
@@ -227,6 +283,18 @@ class KernelProbes:
         gen[gen.Key(0)] = gen.Leaf(gen[gen.Key(0)].value + 1)
 
     # -- reading -------------------------------------------------------------
+    def program_stats(self) -> dict[str, ProgramStats]:
+        """Run count and run time of each loaded program, by probe name.
+
+        Empty when the kernel would not enable BPF statistics."""
+        if self._stats_fd is None:
+            return {}
+        stats: dict[str, ProgramStats] = {}
+        for name, func in self._bpf.funcs.items():
+            key = _probe_name(name.decode() if isinstance(name, bytes) else str(name))
+            stats[key] = _fdinfo_stats(int(func.fd))
+        return stats
+
     def snapshot(self) -> KernelSnapshot:
         """Read every map into plain dataclasses (unfolded per-CPU deltas included)."""
         bpf = self._bpf
