@@ -93,28 +93,61 @@ def run_capture(
     options: ProbeOptions | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Capture:
-    """Load the probes, capture the target, detach, and summarise."""
+    """Load the probes, capture the target once, detach, and summarise."""
+    return run_captures(target, 1, options, progress)[0]
+
+
+def run_captures(
+    target: Target,
+    count: int,
+    options: ProbeOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+    join_cgroup: Callable[[int], None] | None = None,
+) -> list[Capture]:
+    """Capture `count` runs of the command as fresh processes, probes loaded once.
+
+    Each run is its own workload id, so runs never mix. `join_cgroup` moves
+    each gated child into a cgroup before it runs (--cpu-share). A signal
+    stops the series and returns the runs so far (the last one interrupted).
+    With --pid, `count` must be 1."""
     validate(target)
     say = progress or (lambda _msg: None)
     say("loading probes")
+    captures: list[Capture] = []
     with KernelProbes(options) as probes, _StopRequest() as stop:
         if target.pid is not None:
-            return _capture_pid(probes, target, stop, say)
-        return _capture_command(probes, target, stop, say)
+            return [_capture_pid(probes, target, stop, say)]
+        for run in range(count):
+            if count > 1:
+                say(f"run {run + 1}/{count}")
+            captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
+                                             join_cgroup, quiet=count > 1))
+            if stop.signum is not None:
+                break
+    return captures
 
 
 def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
-                     say: Callable[[str], None]) -> Capture:
+                     say: Callable[[str], None], workload: int = WORKLOAD_ID,
+                     join_cgroup: Callable[[int], None] | None = None,
+                     quiet: bool = False) -> Capture:
     child = _GatedChild(target.command)
-    probes.track(child.pid, WORKLOAD_ID)
-    say(f"running {' '.join(target.command)} (pid {child.pid})")
+    try:
+        if join_cgroup is not None:
+            join_cgroup(child.pid)
+        probes.track(child.pid, workload)
+    except BaseException:
+        child.abandon()
+        raise
+    if not quiet:
+        say(f"running {' '.join(target.command)} (pid {child.pid})")
     started = time.monotonic_ns()
     child.release()
     exit_code = _wait(child.pid, stop)
     wall_ns = time.monotonic_ns() - started
     snapshot = probes.snapshot()
     return _assemble(target.command, child.pid, exit_code, wall_ns, snapshot,
-                     stop_signal=stop.signum)
+                     stop_signal=stop.signum, workload=workload)
 
 
 class _GatedChild:
@@ -145,6 +178,13 @@ class _GatedChild:
         self.pid = pid
         os.close(gate_read)
         os.close(err_write)
+
+    def abandon(self) -> None:
+        """Kill the held child (set-up failed before it ran)."""
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self._gate_write)
+        os.close(self._err_read)
 
     def release(self) -> None:
         os.write(self._gate_write, b"g")
@@ -217,9 +257,11 @@ def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSumma
 
 
 def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,
-              snapshot: KernelSnapshot, stop_signal: int | None) -> Capture:
-    mine = tuple(p for p in snapshot.processes if p.workload == WORKLOAD_ID)
+              snapshot: KernelSnapshot, stop_signal: int | None,
+              workload: int = WORKLOAD_ID) -> Capture:
+    mine = tuple(p for p in snapshot.processes if p.workload == workload)
     return Capture(command=tuple(command), pid=pid, exit_code=exit_code, host=host_info(),
                    workload=summarise(mine, wall_ns), per_process=mine,
                    map_update_failures=dict(snapshot.map_update_failures),
+                   probe_mean_ns=dict(snapshot.probe_mean_ns),
                    stop_signal=stop_signal)

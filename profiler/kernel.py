@@ -329,7 +329,8 @@ class KernelProbes:
             for pid, e in sorted(by_pid.items())
         )
         errors = {name: int(bpf["errors"][bpf["errors"].Key(i)].value) for i, name in MAP_ERROR_NAMES.items()}
-        return KernelSnapshot(processes=processes, map_update_failures=errors, taken_at_ns=time.monotonic_ns())
+        return KernelSnapshot(processes=processes, map_update_failures=errors, taken_at_ns=time.monotonic_ns(),
+                              probe_mean_ns={k: v.mean_ns for k, v in self.program_stats().items()})
 
     def _add_unfolded(self, by_pid: dict[int, dict[str, Any]]) -> None:
         """Add what tasks still on a CPU have not folded yet (a live --pid capture)."""

@@ -75,6 +75,8 @@ class KernelSnapshot:
     processes: tuple[ProcessSample, ...]
     map_update_failures: Mapping[str, int]
     taken_at_ns: int
+    # Mean run time of each probe program (kernel BPF statistics), if enabled.
+    probe_mean_ns: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Capture:
     workload: WorkloadSummary
     per_process: tuple[ProcessSample, ...]
     map_update_failures: Mapping[str, int]
+    probe_mean_ns: Mapping[str, float] = field(default_factory=dict)
     stop_signal: int | None = None  # SIGINT/SIGTERM that ended the capture early
 
     @property
