@@ -1,0 +1,221 @@
+"""Which function does a process belong to? Ordered rules, decided once per process.
+
+A process is identified by (pid, start time), so a reused pid is never charged
+to the previous owner's function. Rules come from a YAML file (or the
+embedded default) and are tried in order:
+
+    rules:
+      - env: AWS_LAMBDA_FUNCTION_NAME          # the variable's value names the function
+      - cgroup: '/firecracker/(?P<function>[^/]+)'   # a named group picks the label
+        kind: vm
+      - cmdline: 'python3 .*handler_(?P<function>\\w+)\\.py'
+      - vm_monitor: true                        # firecracker, qemu-system-*, cloud-hypervisor
+    unmatched: host                             # or: comm (group by command name)
+
+Children inherit their parent's function (the agent decides at fork/exec).
+Label values come only from what a rule names: never a whole command line or
+an environment value the rules did not ask for.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from profiler.errors import ConfigError
+
+HOST = "host"
+MAX_LABEL = 64
+_LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.:/-]")
+VM_MONITORS = re.compile(r"^(firecracker|qemu-system-[\w-]+|cloud-hypervisor|crosvm)$")
+
+
+class WorkloadKind(str, enum.Enum):
+    PROCESS = "process"
+    CONTAINER = "container"
+    VM = "vm"
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What attribution may look at, read once when the process appears."""
+
+    pid: int
+    start_time: int  # clock ticks since boot (/proc/PID/stat field 22)
+    comm: str
+    cmdline: str
+    cgroup: str
+    environ: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    function: str
+    kind: WorkloadKind
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    env: str | None = None
+    cgroup: re.Pattern[str] | None = None
+    cmdline: re.Pattern[str] | None = None
+    vm_monitor: bool = False
+    kind: WorkloadKind = WorkloadKind.PROCESS
+    memory_mb: int | None = None
+
+    def match(self, facts: ProcessFacts) -> Attribution | None:
+        if self.env is not None:
+            value = facts.environ.get(self.env)
+            return Attribution(_label(value), self.kind, self.memory_mb) if value else None
+        if self.cgroup is not None:
+            return self._regex(self.cgroup, facts.cgroup)
+        if self.cmdline is not None:
+            return self._regex(self.cmdline, facts.cmdline)
+        if self.vm_monitor and VM_MONITORS.match(facts.comm):
+            # The VM's identity: its --id / -name argument when present.
+            found = re.search(r"(?:--id|-name)[ =]+(?:guest=)?([\w.-]+)", facts.cmdline)
+            name = found.group(1) if found else f"{facts.comm}-{facts.pid}"
+            return Attribution(_label(name), WorkloadKind.VM, self.memory_mb)
+        return None
+
+    def _regex(self, pattern: re.Pattern[str], text: str) -> Attribution | None:
+        found = pattern.search(text)
+        if not found:
+            return None
+        name = found.groupdict().get("function") or found.group(0)
+        return Attribution(_label(name), self.kind, self.memory_mb)
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...]
+    unmatched: str = "host"  # "host" | "comm"
+
+    def attribute(self, facts: ProcessFacts) -> Attribution:
+        for rule in self.rules:
+            found = rule.match(facts)
+            if found is not None:
+                return found
+        if self.unmatched == "comm":
+            return Attribution(_label(facts.comm) or HOST, WorkloadKind.PROCESS)
+        return Attribution(HOST, WorkloadKind.PROCESS)
+
+
+def _label(value: str) -> str:
+    """Bounded, printable label values."""
+    return _LABEL_SAFE.sub("_", value.strip())[:MAX_LABEL]
+
+
+DEFAULT_RULES_YAML = r"""
+rules:
+  - env: AWS_LAMBDA_FUNCTION_NAME
+  - cgroup: '/firecracker/(?P<function>[^/]+)'
+    kind: vm
+  - cgroup: 'kubepods.*/(?:cri-containerd-|docker-|crio-)?(?P<function>[0-9a-f]{12})[0-9a-f]*'
+    kind: container
+  - cgroup: '/docker/(?P<function>[0-9a-f]{12})'
+    kind: container
+  - vm_monitor: true
+unmatched: host
+"""
+
+
+def parse_rules(data: Any, source: str) -> Rules:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with 'rules'")
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, Sequence) or isinstance(raw_rules, str):
+        raise ConfigError(f"{source}: 'rules' must be a list")
+    rules = [_parse_rule(raw, f"{source}: rules[{i}]") for i, raw in enumerate(raw_rules)]
+    unmatched = data.get("unmatched", "host")
+    if unmatched not in ("host", "comm"):
+        raise ConfigError(f"{source}: 'unmatched' must be host or comm, got {unmatched!r}")
+    unknown = set(data) - {"rules", "unmatched"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r}")
+    return Rules(tuple(rules), unmatched)
+
+
+_MATCHERS = ("env", "cgroup", "cmdline", "vm_monitor")
+
+
+def _parse_rule(raw: Any, where: str) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(raw) - {*_MATCHERS, "kind", "memory_mb"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    matchers = [key for key in _MATCHERS if key in raw]
+    if len(matchers) != 1:
+        raise ConfigError(f"{where}: needs exactly one of {', '.join(_MATCHERS)}")
+    try:
+        kind = WorkloadKind(raw.get("kind", "process"))
+    except ValueError as err:
+        raise ConfigError(f"{where}: kind must be process, container or vm") from err
+    memory = raw.get("memory_mb")
+    if memory is not None and (not isinstance(memory, int) or memory <= 0):
+        raise ConfigError(f"{where}: memory_mb must be a positive integer")
+    key = matchers[0]
+    value = raw[key]
+    if key == "env":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: env must name a variable")
+        return Rule(env=value, kind=kind, memory_mb=memory)
+    if key == "vm_monitor":
+        return Rule(vm_monitor=bool(value), kind=WorkloadKind.VM, memory_mb=memory)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a regular expression string")
+    try:
+        pattern = re.compile(value)
+    except re.error as err:
+        raise ConfigError(f"{where}: bad regular expression {value!r}: {err}") from err
+    if key == "cgroup":
+        return Rule(cgroup=pattern, kind=kind, memory_mb=memory)
+    return Rule(cmdline=pattern, kind=kind, memory_mb=memory)
+
+
+def load_rules(path: str | Path | None) -> Rules:
+    """Rules from a YAML (or JSON) file, or the embedded default."""
+    if path is None:
+        return parse_rules(yaml.safe_load(DEFAULT_RULES_YAML), "default rules")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from err
+    return parse_rules(data, str(path))
+
+
+def read_facts(pid: int, proc: Path = Path("/proc")) -> ProcessFacts | None:
+    """Facts of a live process from /proc, or None once it is gone."""
+    base = proc / str(pid)
+    try:
+        stat = (base / "stat").read_text()
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        start_time = int(stat[stat.rindex(")") + 2:].split()[19])
+        cmdline = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        cgroup = (base / "cgroup").read_text().strip().splitlines()[-1].split(":", 2)[-1]
+        environ: dict[str, str] = {}
+        try:
+            for item in (base / "environ").read_bytes().split(b"\0"):
+                name, sep, value = item.decode(errors="replace").partition("=")
+                if sep:
+                    environ[name] = value
+        except PermissionError:
+            pass
+    except (OSError, ValueError, IndexError):
+        return None
+    return ProcessFacts(pid=pid, start_time=start_time, comm=comm, cmdline=cmdline, cgroup=cgroup,
+                        environ=environ)
