@@ -166,7 +166,8 @@ class _GatedChild:
             try:
                 os.close(self._gate_write)
                 os.close(self._err_read)
-                os.read(gate_read, 1)
+                if not os.read(gate_read, 1):
+                    os._exit(127)  # fntax died before releasing us: never run untracked
                 os.close(gate_read)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

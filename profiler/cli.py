@@ -60,33 +60,52 @@ def main(debug: bool) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": False})
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True),
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write the capture (JSON, version 1) to this file instead of printing a table.")
 @click.option("--pid", type=int, help="Attach to this running process and its descendants.")
 @click.option("--duration", type=float, help="With --pid: seconds to capture (default: until it exits).")
+@click.option("--repeat", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="Run the command this many times as fresh processes (cold starts).")
+@click.option("--warmup", type=click.IntRange(0, 1_000), default=0, show_default=True,
+              help="Extra runs first, left out of the figures.")
+@click.option("--memory-mb", type=int, default=128, show_default=True,
+              help="Function memory size: sets the billed GB-seconds (and the CPU share with --cpu-share auto).")
+@click.option("--prices", default="x86_64", show_default=True, metavar="NAME|FILE",
+              help="Price table: x86_64, arm64, or a YAML/JSON file (gb_second, per_million_requests, granularity_ms).")
+@click.option("--cpu-share", default="none", show_default=True, metavar="auto|none|FRACTION",
+              help="Run in a cgroup with the CPU quota (and memory limit) of the memory size "
+                   "(auto: memory/1769 MB of a CPU), or a fixed fraction of a CPU.")
+@click.option("--baseline", "baseline_ref", default="baremetal", show_default=True, metavar="NAME|FILE",
+              help="Compare with the built-in bare-metal model, a recorded/imported baseline, or a capture file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw the tax breakdown (and duration distribution) to PNG or SVG.")
 @click.option("--decompressor", "decompressors", multiple=True, metavar="LIB:SYMBOL",
               help="Also time this (library or binary, symbol) as decompression. Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF module source and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_one_line_errors
-def profile(json_path: str | None, pid: int | None, duration: float | None,
+def profile(json_path: str | None, pid: int | None, duration: float | None, repeat: int, warmup: int,
+            memory_mb: int, prices: str, cpu_share: str, baseline_ref: str, plot_path: str | None,
             decompressors: tuple[str, ...], quiet: bool, print_bpf: bool,
             command: tuple[str, ...]) -> None:
-    """Capture one command (after --) or a running pid tree under the probes.
+    """Capture a command (after --) or a running pid tree under the probes.
+
+    Reports the kernel's activity, the instruction tax against a baseline,
+    and what the invocation costs at Lambda-style GB-second prices.
 
     \b
     Examples:
       fntax profile -- python3 handler.py
-      fntax profile --json out.json -- ./bootstrap
+      fntax profile --json out.json --repeat 20 --warmup 2 -- ./bootstrap
+      fntax profile --memory-mb 256 --cpu-share auto -- python3 handler.py
+      fntax profile --baseline my-metal-box -- ./bootstrap
       fntax profile --pid 1234 --duration 10
 
     Exits with the command's exit code; fntax's own failures use 64-78.
     """
-    from profiler.capture import Target, run_capture
-    from profiler.files import check_writable_destination, write_json_atomic
     from profiler.kernel import ProbeOptions, module_source
-    from profiler.report import capture_json, render_table
+    from profiler.session import SessionSettings, run_session
 
     options = ProbeOptions(extra_decompressors=decompressors)
     if print_bpf:
@@ -94,19 +113,18 @@ def profile(json_path: str | None, pid: int | None, duration: float | None,
         return
     if duration is not None and pid is None:
         raise click.UsageError("--duration needs --pid")
-    if json_path:
-        check_writable_destination(json_path)
-    capture = run_capture(Target(command=command, pid=pid, duration_seconds=duration),
-                          options, progress=_progress(quiet))
-    if json_path:
-        write_json_atomic(json_path, capture_json(capture))
-        _progress(quiet)(f"capture written to {json_path}")
-    else:
-        click.echo(render_table(capture))
-    if capture.stop_signal is not None:
-        sys.exit(128 + capture.stop_signal)
-    if capture.exit_code:
-        sys.exit(capture.exit_code)
+    if pid is not None and (repeat > 1 or warmup):
+        raise click.UsageError("--repeat/--warmup need a command, not --pid")
+    settings = SessionSettings(command=command, pid=pid, duration_seconds=duration, repeat=repeat,
+                               warmup=warmup, memory_mb=memory_mb, prices=prices, cpu_share=cpu_share,
+                               baseline=baseline_ref, json_path=json_path, plot_path=plot_path)
+    outcome = run_session(settings, options, progress=_progress(quiet))
+    if not json_path:
+        click.echo(outcome.table)
+    if outcome.stop_signal is not None:
+        sys.exit(128 + outcome.stop_signal)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
 
 
 @main.command()
@@ -125,11 +143,117 @@ def doctor(as_json: bool) -> None:
 @main.command()
 @click.argument("capture_file", type=click.Path(dir_okay=False))
 @click.option("--top", default=8, show_default=True, help="How many syscalls to list.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Draw the tax breakdown (and, with --repeat runs, the duration distribution) to PNG or SVG.")
 @_one_line_errors
-def report(capture_file: str, top: int) -> None:
+def report(capture_file: str, top: int, plot_path: str | None) -> None:
     """Print a readable report of a capture written by `fntax profile --json`."""
     from profiler.files import read_json
     from profiler.report import CAPTURE_VERSION, render_capture_json
 
     data = read_json(capture_file, expect_version=CAPTURE_VERSION)
     click.echo(render_capture_json(data, top, source=capture_file))
+    if plot_path:
+        from profiler.plot import plot_capture
+
+        plot_capture(data, plot_path)
+        click.echo(f"plot written to {plot_path}", err=True)
+
+
+@main.command()
+@click.option("--refresh", is_flag=True, help="Measure again even if this host has a calibration.")
+@click.option("--file", "path", type=click.Path(dir_okay=False), default=None,
+              help="Calibration file (default /var/lib/fntax/calibration.json).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
+@_one_line_errors
+def calibrate(refresh: bool, path: str | None, quiet: bool) -> None:
+    """Measure this host's per-event costs that cannot be timed directly.
+
+    Minor page-fault service time, direct context-switch cost, syscall
+    entry/exit, a function call and a clock read: medians of repeated
+    microbenchmarks, saved for captures to reuse.
+    """
+    from pathlib import Path
+
+    from profiler.calibrate import DEFAULT_PATH, ensure_calibration, render_calibration
+
+    cal = ensure_calibration(Path(path) if path else DEFAULT_PATH, refresh=refresh, progress=_progress(quiet))
+    click.echo(render_calibration(cal))
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw them side by side (PNG/SVG).")
+@_one_line_errors
+def compare(captures: tuple[str, ...], plot_path: str | None) -> None:
+    """Compare captures side by side, category by category (A.json B.json ...).
+
+    The last column shows the difference of the last capture from the first.
+    """
+    from profiler.comparison import load_for_comparison, render_comparison
+
+    if len(captures) < 2:
+        raise click.UsageError("give at least two capture files")
+    loaded = load_for_comparison(captures)
+    click.echo(render_comparison(loaded))
+    if plot_path:
+        from profiler.plot import plot_comparison
+
+        plot_comparison(loaded, plot_path)
+
+
+@main.group()
+def baseline() -> None:
+    """Record, import and list baselines (what the same work costs elsewhere)."""
+
+
+@baseline.command("record", context_settings={"ignore_unknown_options": False})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--repeat", type=click.IntRange(1, 10_000), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 1_000), default=0, show_default=True)
+@click.option("--memory-mb", type=int, default=128, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+@_one_line_errors
+def baseline_record(name: str, command: tuple[str, ...], repeat: int, warmup: int, memory_mb: int,
+                    quiet: bool) -> None:
+    """Capture CMD on this (reference) host and store it as baseline NAME."""
+    from profiler import baseline as baselines
+    from profiler.kernel import ProbeOptions
+    from profiler.session import SessionSettings, run_session
+
+    baselines.check_name(name)
+    outcome = run_session(SessionSettings(command=command, repeat=repeat, warmup=warmup, memory_mb=memory_mb),
+                          ProbeOptions(), progress=_progress(quiet))
+    path = baselines.record(name, outcome.data)
+    click.echo(f"baseline {name} recorded: {path}")
+
+
+@baseline.command("import")
+@click.argument("name")
+@click.option("--durations", "durations_file", required=True, type=click.Path(dir_okay=False),
+              help="One duration per line, or CSV with a header (a column named duration*).")
+@click.option("--unit", type=click.Choice(["s", "ms", "us", "ns"]), default="s", show_default=True,
+              help="Unit of plain numbers (a CSV column named duration_ms etc. sets its own).")
+@click.option("--column", help="CSV column to read (default: the first named duration*).")
+@_one_line_errors
+def baseline_import(name: str, durations_file: str, unit: str, column: str | None) -> None:
+    """Import per-invocation durations measured elsewhere (an exokernel, a unikernel, logs)."""
+    from profiler import baseline as baselines
+
+    path = baselines.import_durations(name, durations_file, unit, column)
+    b = baselines.load(name)
+    click.echo(f"baseline {name} imported: {len(b.durations)} durations, mean {b.seconds * 1e3:.3f} ms ({path})")
+
+
+@baseline.command("list")
+@_one_line_errors
+def baseline_list() -> None:
+    """List the built-in model and the stored baselines."""
+    from profiler import baseline as baselines
+
+    rows = baselines.list_baselines()
+    click.echo(f"{'name':<20} {'kind':<10} {'mean':>12}  {'created':<26} detail")
+    for row in rows:
+        mean = "-" if row["seconds"] is None else f"{row['seconds'] * 1e3:.3f} ms"
+        click.echo(f"{row['name']:<20} {row['kind']:<10} {mean:>12}  {row['created']:<26} {row['detail']}")

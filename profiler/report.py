@@ -105,6 +105,8 @@ def render_capture_json(data: Mapping[str, Any], top_syscalls: int = 8, source: 
         ("command", " ".join(map(str, data.get("command", [])))),
         ("exit code", "-" if exit_code is None else str(exit_code)),
         ("host", f"{host.get('kernel', '?')}, {host.get('cpus', '?')} CPUs, headers {host.get('headers', '?')}"),
+        *([("invocations", f"{data['invocations']} (the counts below are totals over them)")]
+          if data.get("invocations", 1) > 1 else []),
         ("wall time", _fmt_s(_get(w, "wall_seconds", source))),
         ("on-CPU time", _fmt_s(_get(w, "oncpu_seconds", source))),
         ("processes", str(_get(w, "processes", source))),
@@ -127,6 +129,7 @@ def render_capture_json(data: Mapping[str, Any], top_syscalls: int = 8, source: 
         lines.append(f"{'syscall':<16} {'count':>10} {'time':>12}")
         for name, stats in top:
             lines.append(f"{name:<16} {stats['count']:>10,} {_fmt_s(stats['seconds']):>12}")
+    lines.extend(_analysis_lines(data))
     failures = {k: v for k, v in data.get("map_update_failures", {}).items() if v}
     if failures:
         lines.append("")
@@ -136,3 +139,44 @@ def render_capture_json(data: Mapping[str, Any], top_syscalls: int = 8, source: 
         lines.append("")
         lines.append("(capture interrupted: figures cover the run up to the signal)")
     return "\n".join(lines)
+
+
+def _analysis_lines(data: Mapping[str, Any]) -> list[str]:
+    """Tax, baseline, cost and percentile sections, when the capture has them."""
+    tax = data.get("tax")
+    if not isinstance(tax, Mapping):
+        return []
+    lines = ["", f"instruction tax per invocation: {_fmt_s(tax['seconds'])}"
+                 f" ({tax['ratio'] * 100:.1f}% of the billed duration)"]
+    estimated = set(tax.get("estimated", []))
+    lines.append(f"  {'own work':<18} {_fmt_s(tax.get('own_work_seconds', 0.0)):>12}")
+    for name, seconds in tax["by_category"].items():
+        mark = " (estimated)" if name in estimated else ""
+        lines.append(f"  {name:<18} {_fmt_s(seconds):>12}{mark}")
+    lines.append(f"  {'observer (fntax)':<18} {_fmt_s(tax.get('observer_seconds', 0.0)):>12}  (not counted as tax)")
+    base = data.get("baseline")
+    if isinstance(base, Mapping):
+        speedup = base.get("speedup")
+        lines.append("")
+        lines.append(f"baseline {base['name']} ({base['kind']}): {_fmt_s(base['seconds'])} per invocation"
+                     + (f", {speedup:.2f}x faster than here" if speedup and speedup >= 1 else
+                        f", {1 / speedup:.2f}x slower than here" if speedup else ""))
+    cost = data.get("cost")
+    if isinstance(cost, Mapping):
+        lines.append("")
+        lines.append(f"cost at {cost['memory_mb']} MB ({cost.get('prices', '?')} prices):"
+                     f" billed {_fmt_s(cost['billed_seconds'])},"
+                     f" ${cost['per_million_dollars']:.2f} per million invocations,"
+                     f" of which tax ${cost['tax_per_million_dollars']:.2f};"
+                     f" baseline ${cost['baseline_per_million_dollars']:.2f}")
+    pct = data.get("percentiles")
+    if isinstance(pct, Mapping) and data.get("invocations", 1) > 1:
+        keys = ("p20", "p40", "p60", "p80", "p99", "mean")
+        lines.append("")
+        lines.append(f"{'over ' + str(data['invocations']) + ' runs':<24}" + "".join(f"{k:>11}" for k in keys))
+        for name, row in pct.items():
+            if name != "duration_seconds" and name != "tax_seconds" and not any(row.values()):
+                continue
+            label = name.removesuffix("_seconds")
+            lines.append(f"{label:<24}" + "".join(f"{_fmt_s(row[k]):>11}" for k in keys))
+    return lines

@@ -1,0 +1,119 @@
+"""One `fntax profile` session: check every input, then capture, analyse, write.
+
+Everything that can be wrong with the user's input (price file, baseline,
+memory size, output paths, the command itself) is checked before the probes
+load, so a typo costs a second, not a capture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from profiler import baseline as baselines
+from profiler.analysis import analyse, analysis_json
+from profiler.calibrate import ensure_calibration
+from profiler.capture import Target, run_captures, validate
+from profiler.cost import cpu_share_for_memory, price_table, validate_memory_mb
+from profiler.errors import InputError
+from profiler.files import check_writable_destination, write_json_atomic
+from profiler.kernel import ProbeOptions
+from profiler.report import render_capture_json
+from profiler.tax import HostCosts
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    command: tuple[str, ...] = ()
+    pid: int | None = None
+    duration_seconds: float | None = None
+    repeat: int = 1
+    warmup: int = 0
+    memory_mb: int = 128
+    prices: str = "x86_64"
+    cpu_share: str = "none"  # "none" | "auto" | a fraction of one CPU
+    baseline: str = baselines.BUILTIN
+    json_path: str | None = None
+    plot_path: str | None = None
+    refresh_calibration: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    data: dict[str, Any]
+    table: str
+    exit_code: int | None
+    stop_signal: int | None
+
+
+def parse_cpu_share(value: str, memory_mb: int) -> float | None:
+    """None for no cgroup, else the fraction of one CPU to grant."""
+    if value == "none":
+        return None
+    if value == "auto":
+        return cpu_share_for_memory(memory_mb)
+    try:
+        share = float(value)
+    except ValueError as err:
+        raise InputError(f"--cpu-share must be auto, none or a fraction of a CPU, got {value!r}") from err
+    if not 0.01 <= share <= (os.cpu_count() or 1):
+        raise InputError(f"--cpu-share {share:g} is outside 0.01..{os.cpu_count() or 1} CPUs")
+    return share
+
+
+def host_costs(calibration: Any) -> HostCosts:
+    return HostCosts(page_fault_minor=calibration.cost("page_fault_minor"),
+                     context_switch=calibration.cost("context_switch"),
+                     syscall=calibration.cost("syscall"),
+                     function_call=calibration.cost("function_call"))
+
+
+@contextlib.contextmanager
+def _cgroup(share: float | None, memory_mb: int) -> Iterator[Callable[[int], None] | None]:
+    if share is None:
+        yield None
+        return
+    from profiler.cgroup import FunctionCgroup
+
+    with FunctionCgroup(memory_mb, share, name=f"profile-{os.getpid()}") as group:
+        yield group.join
+
+
+def run_session(settings: SessionSettings, options: ProbeOptions,
+                progress: Callable[[str], None]) -> Outcome:
+    target = Target(command=settings.command, pid=settings.pid, duration_seconds=settings.duration_seconds)
+    validate(target)
+    validate_memory_mb(settings.memory_mb)
+    prices = price_table(settings.prices)
+    share = parse_cpu_share(settings.cpu_share, settings.memory_mb)
+    if share is not None and settings.pid is not None:
+        raise InputError("--cpu-share needs a command to start, not --pid")
+    base = None if settings.baseline == baselines.BUILTIN else baselines.load(settings.baseline)
+    for path in (settings.json_path, settings.plot_path):
+        if path:
+            check_writable_destination(path)
+    if settings.plot_path and not settings.plot_path.lower().endswith((".png", ".svg")):
+        raise InputError(f"{settings.plot_path}: plots are written as .png or .svg")
+
+    calibration = ensure_calibration(refresh=settings.refresh_calibration, progress=progress)
+    with _cgroup(share, settings.memory_mb) as join:
+        if share is not None:
+            progress(f"cgroup: {share:.3f} CPU, {settings.memory_mb} MB")
+        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, join)
+    analysis = analyse(captures, min(settings.warmup, max(0, len(captures) - 1)), host_costs(calibration),
+                       prices, settings.memory_mb, base)
+    data = analysis_json(analysis)
+    data["cpu_share"] = share
+    if settings.json_path:
+        write_json_atomic(settings.json_path, data)
+        progress(f"capture written to {settings.json_path}")
+    if settings.plot_path:
+        from profiler.plot import plot_capture
+
+        plot_capture(data, settings.plot_path)
+        progress(f"plot written to {settings.plot_path}")
+    last = captures[-1]
+    return Outcome(data=data, table=render_capture_json(data), exit_code=last.exit_code,
+                   stop_signal=last.stop_signal)
