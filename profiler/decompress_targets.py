@@ -1,21 +1,153 @@
-"""Placeholder: replaced by the decompression work (see probes/decompress.bpf.c)."""
+"""Where the decompressors are on this host, and which probe goes where.
+
+Built-in: zlib, zstd, liblzma (decoders only), libbz2 and lz4 decoder entry
+points, found through the dynamic linker's cache; a symbol the library does
+not export is skipped. More (binary or library, symbol) pairs come from
+`--decompressor LIB:SYMBOL`; each extra library gets its own id (and label).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
+from profiler.errors import ConfigError
+
+# Library ids 0..4 are fixed (probes/decompress.bpf.c knows lzma is 2);
+# extras take 5..MAX_LIBRARY_ID.
 LIBRARIES: tuple[str, ...] = ("libz", "libzstd", "liblzma", "libbz2", "liblz4")
+MAX_LIBRARY_ID = 12
+
+_SONAMES = {
+    "libz": ("libz.so.1", "libz.so"),
+    "libzstd": ("libzstd.so.1", "libzstd.so"),
+    "liblzma": ("liblzma.so.5", "liblzma.so"),
+    "libbz2": ("libbz2.so.1.0", "libbz2.so.1", "libbz2.so"),
+    "liblz4": ("liblz4.so.1", "liblz4.so"),
+}
+
+# Decoder entry points only: deflate, compress, ZSTD_compress*, encoders are not here.
+_PLAIN = {
+    "libz": ("inflate", "inflateBack", "uncompress", "uncompress2"),
+    "libzstd": ("ZSTD_decompress", "ZSTD_decompressDCtx", "ZSTD_decompressStream",
+                "ZSTD_decompress_usingDict", "ZSTD_decompress_usingDDict", "ZSTD_decompressBlock"),
+    "liblzma": ("lzma_stream_buffer_decode", "lzma_raw_buffer_decode", "lzma_block_buffer_decode"),
+    "libbz2": ("BZ2_bzDecompress", "BZ2_bzBuffToBuffDecompress"),
+    "liblz4": ("LZ4_decompress_safe", "LZ4_decompress_fast", "LZ4_decompress_safe_partial",
+               "LZ4_decompress_safe_usingDict", "LZ4_decompress_fast_usingDict", "LZ4F_decompress"),
+}
+_LZMA_DECODER_INITS = ("lzma_stream_decoder", "lzma_auto_decoder", "lzma_alone_decoder",
+                       "lzma_raw_decoder", "lzma_lzip_decoder", "lzma_stream_decoder_mt",
+                       "lzma_microlzma_decoder")
+_LZMA_FORGET = ("lzma_end", "lzma_easy_encoder", "lzma_stream_encoder", "lzma_alone_encoder",
+                "lzma_raw_encoder", "lzma_stream_encoder_mt", "lzma_microlzma_encoder")
+
+RETURN_FN = "fntax_decomp_return"
 
 
 @dataclass(frozen=True)
 class UprobeTarget:
-    library: str
+    library: str  # label in captures and metrics
+    lib_id: int
     path: str
     symbol: str
     entry_fn: str
     return_fn: str | None
 
 
+@functools.lru_cache(maxsize=1)
+def _ldconfig() -> dict[str, str]:
+    """soname -> path for this machine's architecture, from the linker cache."""
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        match = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)", line)
+        if match and ("x86-64" in match.group(2) or os.uname().machine not in ("x86_64",)):
+            found.setdefault(match.group(1), match.group(3))
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def exported_symbols(path: str) -> frozenset[str]:
+    """Defined dynamic symbols of an ELF file (nm -D), without version suffixes."""
+    try:
+        out = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True,
+                             check=False).stdout
+    except OSError:
+        return frozenset()
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in ("T", "W", "i"):
+            names.add(parts[2].split("@")[0])
+    return frozenset(names)
+
+
+def find_library(name: str) -> str | None:
+    """A library by label (libz), soname (libz.so.1) or path."""
+    if os.sep in name:
+        return os.path.realpath(name) if os.path.exists(name) else None
+    cache = _ldconfig()
+    for soname in _SONAMES.get(name, (name,)):
+        if soname in cache:
+            return os.path.realpath(cache[soname])
+    for soname, path in cache.items():
+        if soname.startswith(name + ".so"):
+            return os.path.realpath(path)
+    return None
+
+
+def _label(spec_lib: str) -> str:
+    return Path(spec_lib).name.split(".so")[0]
+
+
+def parse_extra(spec: str) -> tuple[str, str]:
+    lib, sep, symbol = spec.rpartition(":")
+    if not sep or not lib or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.@]*", symbol):
+        raise ConfigError(f"bad decompressor {spec!r}: expected LIBRARY_OR_BINARY:SYMBOL")
+    return lib, symbol
+
+
 def discover(extra: Sequence[str] = ()) -> list[UprobeTarget]:
-    return []
+    targets: list[UprobeTarget] = []
+    for lib_id, library in enumerate(LIBRARIES):
+        path = find_library(library)
+        if path is None:
+            continue
+        exported = exported_symbols(path)
+        entry = f"fntax_decomp_enter_{lib_id}"
+        for symbol in _PLAIN[library]:
+            if symbol in exported:
+                targets.append(UprobeTarget(library, lib_id, path, symbol, entry, RETURN_FN))
+        if library == "liblzma":
+            if "lzma_code" in exported:
+                targets.append(UprobeTarget(library, lib_id, path, "lzma_code", "fntax_lzma_code_enter", RETURN_FN))
+            targets += [UprobeTarget(library, lib_id, path, s, "fntax_lzma_decoder_init", None)
+                        for s in _LZMA_DECODER_INITS if s in exported]
+            targets += [UprobeTarget(library, lib_id, path, s, "fntax_lzma_forget", None)
+                        for s in _LZMA_FORGET if s in exported]
+    extra_ids: dict[str, int] = {}
+    for spec in extra:
+        lib, symbol = parse_extra(spec)
+        path = find_library(lib)
+        if path is None:
+            raise ConfigError(f"decompressor {spec!r}: library or binary {lib!r} not found")
+        if symbol not in exported_symbols(path):
+            raise ConfigError(f"decompressor {spec!r}: {path} does not export {symbol}")
+        label = _label(lib)
+        if label in LIBRARIES:
+            lib_id = LIBRARIES.index(label)
+        else:
+            lib_id = extra_ids.setdefault(label, len(LIBRARIES) + len(extra_ids))
+            if lib_id > MAX_LIBRARY_ID:
+                raise ConfigError(f"too many extra decompressor libraries (at most {MAX_LIBRARY_ID + 1 - len(LIBRARIES)})")
+        targets.append(UprobeTarget(label, lib_id, path, symbol, f"fntax_decomp_enter_{lib_id}", RETURN_FN))
+    return targets

@@ -173,7 +173,7 @@ class KernelProbes:
         self.options = options or ProbeOptions()
         self._bpf: Any = None
         self._attached = _Attached()
-        self._decomp_libraries: tuple[str, ...] = decompress_targets.LIBRARIES
+        self._decomp_libraries: dict[int, str] = dict(enumerate(decompress_targets.LIBRARIES))
         self._syscall_names: dict[int, str] = {}
         self._stats_fd: int | None = None
 
@@ -259,6 +259,7 @@ class KernelProbes:
                 raise ProbeAttachError(
                     f"decompress.bpf.c: uprobe {target.path}:{target.symbol}: {err}") from err
             self._attached.uprobes.append(f"{target.library}:{target.symbol}")
+            self._decomp_libraries[target.lib_id] = target.library
 
     # -- tracking ------------------------------------------------------------
     def track(self, pid: int, workload: int = 1, tree: bool = False) -> None:
@@ -320,7 +321,7 @@ class KernelProbes:
                 entry = by_pid.get(int(key.tgid))
                 if entry is None:
                     continue
-                lib = self._decomp_libraries[key.lib] if key.lib < len(self._decomp_libraries) else "unknown"
+                lib = self._decomp_libraries.get(int(key.lib), "unknown")
                 entry["decomp"][lib] = entry["decomp"].get(lib, CallStats()) + CallStats(int(val.count), int(val.ns))
         processes = tuple(
             ProcessSample(pid=pid, comm=e["comm"], workload=e["workload"], exited=e["exited"],
