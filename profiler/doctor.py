@@ -1,0 +1,238 @@
+"""`fntax doctor`: what this host supports, and what fntax measures or estimates here.
+
+Every check reports, never raises: a host that can run nothing still gets a
+full report. Trial loads go through bcc (imported lazily, here and in
+profiler.kernel only); their compiler noise on stderr is silenced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from profiler.host import TRACEFS, headers_state
+
+TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_switch", "sched/sched_wakeup",
+               "sched/sched_wakeup_new", "sched/sched_process_fork", "sched/sched_process_exec",
+               "sched/sched_process_exit", "exceptions/page_fault_user", "exceptions/page_fault_kernel",
+               "irq/irq_handler_entry", "irq/irq_handler_exit", "irq/softirq_entry", "irq/softirq_exit")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class FigureSupport:
+    figure: str
+    status: str  # measured | estimated | unavailable
+    how: str
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+    figures: tuple[FigureSupport, ...]
+    headers: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"headers": self.headers,
+                "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in self.checks},
+                "figures": {f.figure: {"status": f.status, "how": f.how} for f in self.figures}}
+
+    def ok(self, name: str) -> bool:
+        return any(c.ok for c in self.checks if c.name == name)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """bcc and clang print to fd 2 directly: silence it during trial loads."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _try(check: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
+    try:
+        with _quiet_stderr():
+            return check()
+    except Exception as err:  # a diagnostic: every failure is an answer
+        text = str(err).strip().splitlines()
+        return False, (text[-1] if text else type(err).__name__)[:120]
+
+
+def _bcc() -> tuple[bool, str]:
+    import bcc
+
+    return True, f"bcc {getattr(bcc, '__version__', '?')}"
+
+
+def _trial(text: str, attach: Callable[[Any], None] | None = None) -> tuple[bool, str]:
+    from bcc import BPF
+
+    bpf = BPF(text=text)
+    try:
+        if attach:
+            attach(bpf)
+    finally:
+        bpf.cleanup()
+    return True, "loaded and attached"
+
+
+def _raw_tracepoint() -> tuple[bool, str]:
+    return _trial("RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }")
+
+
+def _uprobe() -> tuple[bool, str]:
+    def attach(bpf: Any) -> None:
+        bpf.attach_uprobe(name="c", sym="getpid", fn_name="probe")
+    return _trial("int probe(struct pt_regs *ctx) { return 0; }", attach)
+
+
+def _kprobe() -> tuple[bool, str]:
+    if not Path("/sys/bus/event_source/devices/kprobe").exists() and not (TRACEFS / "kprobe_events").exists():
+        return False, "kernel built without kprobes"
+
+    def attach(bpf: Any) -> None:
+        bpf.attach_kprobe(event=bpf.get_syscall_fnname("getpid"), fn_name="probe")
+    return _trial("int probe(struct pt_regs *ctx) { return 0; }", attach)
+
+
+def _fentry() -> tuple[bool, str]:
+    ok, detail = _try(lambda: _trial("KFUNC_PROBE(do_nanosleep) { return 0; }"))
+    if not ok and "super-user" in detail and os.geteuid() == 0:
+        # bcc words every EPERM this way; as root it means the kernel refuses.
+        detail = "refused by the kernel (function tracing not permitted)"
+    return ok, detail
+
+
+class _PerfEventAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
+                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
+                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64), ("pad", ctypes.c_uint64 * 10)]
+
+
+def _perf_event(type_: int, config: int) -> tuple[bool, str]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _PerfEventAttr(type=type_, size=ctypes.sizeof(_PerfEventAttr), config=config)
+    attr.flags = 1  # disabled
+    fd = libc.syscall(298, ctypes.byref(attr), 0, -1, -1, 0)  # perf_event_open, this process
+    if fd < 0:
+        return False, os.strerror(ctypes.get_errno())
+    os.close(fd)
+    return True, "perf_event_open works"
+
+
+def _kvm() -> tuple[bool, str]:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as err:
+        return False, f"/dev/kvm: {err.strerror}"
+    os.close(fd)
+    events = (TRACEFS / "events" / "kvm").is_dir()
+    return True, "/dev/kvm usable" + (", kvm tracepoints present" if events else ", no kvm tracepoints")
+
+
+def _file(path: str, expect: str | None = None) -> tuple[bool, str]:
+    p = Path(path)
+    if not p.exists():
+        return False, f"{path} missing"
+    if expect is None:
+        return True, path
+    value = p.read_text().strip()
+    return value == expect, f"{path} = {value}"
+
+
+def _cgroup() -> tuple[bool, str]:
+    from profiler.cgroup import detect
+
+    version = detect()
+    return version != "none", f"cgroup {version}" if version != "none" else "no cpu+memory controllers"
+
+
+def run_checks() -> DoctorReport:
+    checks: list[Check] = []
+
+    def add(name: str, result: tuple[bool, str]) -> bool:
+        checks.append(Check(name, result[0], result[1]))
+        return result[0]
+
+    root = add("root", (os.geteuid() == 0, f"euid {os.geteuid()}"))
+    have_bcc = add("bcc", _try(_bcc))
+    add("bpf jit", _try(lambda: _file("/proc/sys/net/core/bpf_jit_enable", "1")))
+    add("btf", _try(lambda: _file("/sys/kernel/btf/vmlinux")))
+    tracefs = add("tracefs", ((TRACEFS / "events").is_dir(), str(TRACEFS) if (TRACEFS / "events").is_dir()
+                              else f"not mounted at {TRACEFS}"))
+    missing = [tp for tp in TRACEPOINTS if not (TRACEFS / "events" / tp).is_dir()] if tracefs else list(TRACEPOINTS)
+    add("tracepoints", (not missing, "all present" if not missing else f"missing: {', '.join(missing[:4])}"))
+    can_load = root and have_bcc and tracefs
+    skipped = (False, "not tried (needs root, bcc and tracefs)")
+    add("raw tracepoints", _try(_raw_tracepoint) if can_load else skipped)
+    add("uprobes", _try(_uprobe) if can_load else skipped)
+    add("kprobes", _try(_kprobe) if can_load else skipped)
+    add("fentry", _fentry() if can_load else skipped)
+    add("perf software events", _try(lambda: _perf_event(1, 2)))  # PERF_COUNT_SW_PAGE_FAULTS
+    add("hardware counters", _try(lambda: _perf_event(0, 0)))  # PERF_COUNT_HW_CPU_CYCLES
+    headers = headers_state()
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    add("headers", (headers != "missing", f"{headers}: {build.resolve()}" if headers != "missing" else "missing"))
+    add("bpf stats", _try(lambda: _file("/proc/sys/kernel/bpf_stats_enabled")))
+    add("kvm", _try(_kvm))
+    add("cgroup", _try(_cgroup))
+    report = DoctorReport(tuple(checks), (), headers)
+    return DoctorReport(tuple(checks), derive_figures(report), headers)
+
+
+def derive_figures(report: DoctorReport) -> tuple[FigureSupport, ...]:
+    """What each reported figure rests on, given the host's capabilities."""
+    ok = report.ok
+    base = ok("root") and ok("bcc") and ok("tracefs")
+    raw = base and ok("raw tracepoints")
+    tps = base and ok("tracepoints")
+
+    def fig(name: str, measured: bool, how: str, fallback: str = "unavailable", fallback_how: str = "") -> \
+            FigureSupport:
+        return FigureSupport(name, "measured" if measured else fallback, how if measured else fallback_how)
+
+    return (
+        fig("syscalls (count, time)", raw, "raw tracepoints sys_enter/sys_exit"),
+        fig("context switches", tps, "sched:sched_switch"),
+        fig("on-CPU time", tps, "sched:sched_switch"),
+        fig("run-queue wait", tps, "sched:sched_wakeup + sched_switch"),
+        fig("page faults user/kernel", tps, "exceptions:page_fault_user/kernel"),
+        fig("page faults minor/major", base and ok("perf software events"), "perf software events",
+            "unavailable", "no perf software events"),
+        fig("interrupt time", tps, "irq:irq_handler_*, irq:softirq_*"),
+        fig("decompression", base and ok("uprobes"), "uprobes on decoder entry points"),
+        fig("page-fault time (tax)", base and ok("kprobes"), "kprobes around the fault handler",
+            "estimated", "fault count x calibrated fault cost (no kprobes)"),
+        fig("context-switch time (tax)", False, "", "estimated", "switch count x calibrated switch cost"),
+        fig("observer cost", base and ok("bpf stats"), "kernel BPF run-time statistics"),
+        fig("KVM exits", base and ok("kvm") and (TRACEFS / "events" / "kvm").is_dir(), "kvm tracepoints",
+            "unavailable", "no KVM or no kvm tracepoints"),
+    )
+
+
+def render(report: DoctorReport) -> str:
+    width = max(len(c.name) for c in report.checks)
+    lines = ["host capabilities:"]
+    lines += [f"  {c.name:<{width}}  {'yes' if c.ok else 'no ':<3}  {c.detail}" for c in report.checks]
+    lines.append(f"headers: {report.headers}")
+    lines.append("")
+    lines.append("figures on this host:")
+    fwidth = max(len(f.figure) for f in report.figures)
+    lines += [f"  {f.figure:<{fwidth}}  {f.status:<11}  {f.how}" for f in report.figures]
+    return "\n".join(lines)
