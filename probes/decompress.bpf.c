@@ -2,7 +2,7 @@
  * decoder entry points of zlib, zstd, liblzma, libbz2 and lz4 (and any extra
  * (binary, symbol) pairs configured). Compression is never counted.
  *
- * fntax:map decomp  hash  fntax_decomp_key  fntax_sys_val
+ * fntax:map decomp  hash  fntax_decomp_key  fntax_decomp_val
  *
  * Only the outermost decoder call of a thread is timed (uncompress() calls
  * inflate(), ZSTD_decompress() calls ZSTD_decompressDCtx()): a per-thread
@@ -25,30 +25,30 @@
 
 struct fntax_decomp_active {
     u64 enter_ns;
+    u64 enter_oncpu_ns;      /* the thread's on-CPU clock at entry */
     u32 lib;
     u32 depth;
 };
 
-BPF_HASH(decomp, struct fntax_decomp_key, struct fntax_sys_val, FNTAX_MAX_DECOMP);
+BPF_HASH(decomp, struct fntax_decomp_key, struct fntax_decomp_val, FNTAX_MAX_DECOMP);
 BPF_HASH(decomp_active, u32, struct fntax_decomp_active, FNTAX_MAX_TASKS);
 BPF_HASH(lzma_decoders, u64, u8, FNTAX_MAX_DECOMP);
 
-static __always_inline int fntax_decomp_tracked(u32 tid)
-{
-    return FNTAX_TRACE_ALL || tasks.lookup(&tid) != 0;
-}
 
 static __always_inline int fntax_decomp_enter(u32 lib)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    if (!fntax_decomp_tracked(tid))
+    struct fntax_task *t = tasks.lookup(&tid);
+    if (!t && !FNTAX_TRACE_ALL)
         return 0;
     struct fntax_decomp_active *active = decomp_active.lookup(&tid);
     if (active) {
         active->depth += 1;
         return 0;
     }
-    struct fntax_decomp_active fresh = {.enter_ns = bpf_ktime_get_ns(), .lib = lib, .depth = 1};
+    u64 now = bpf_ktime_get_ns();
+    struct fntax_decomp_active fresh = {.enter_ns = now, .enter_oncpu_ns = fntax_thread_oncpu(tid, t, now),
+                                        .lib = lib, .depth = 1};
     if (decomp_active.update(&tid, &fresh) != 0)
         fntax_count_error(FNTAX_ERR_DECOMP_ACTIVE);
     return 0;
@@ -68,13 +68,19 @@ int fntax_decomp_return(struct pt_regs *ctx)
     }
     struct fntax_decomp_key key = {.tgid = (u32)(id >> 32), .lib = active->lib};
     u64 spent = now - active->enter_ns;
+    struct fntax_task *t = tasks.lookup(&tid);
+    u64 oncpu = fntax_thread_oncpu(tid, t, now);
+    u64 spent_oncpu = oncpu > active->enter_oncpu_ns ? oncpu - active->enter_oncpu_ns : 0;
+    if (spent_oncpu > spent)
+        spent_oncpu = spent;
     decomp_active.delete(&tid);
-    struct fntax_sys_val *total = decomp.lookup(&key);
+    struct fntax_decomp_val *total = decomp.lookup(&key);
     if (total) {
         __sync_fetch_and_add(&total->count, 1);
         __sync_fetch_and_add(&total->ns, spent);
+        __sync_fetch_and_add(&total->cpu_ns, spent_oncpu);
     } else {
-        struct fntax_sys_val fresh = {.count = 1, .ns = spent};
+        struct fntax_decomp_val fresh = {.count = 1, .ns = spent, .cpu_ns = spent_oncpu};
         if (decomp.update(&key, &fresh) != 0)
             fntax_count_error(FNTAX_ERR_DECOMP);
     }
@@ -117,7 +123,7 @@ int fntax_lzma_code_enter(struct pt_regs *ctx)
 int fntax_lzma_decoder_init(struct pt_regs *ctx)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    if (!fntax_decomp_tracked(tid))
+    if (!FNTAX_TRACE_ALL && !tasks.lookup(&tid))
         return 0;
     u64 strm = PT_REGS_PARM1(ctx);
     u8 one = 1;

@@ -89,6 +89,7 @@ struct fntax_task {
     u64 sys_enter_ns;
     u64 offcpu_since_ns;     /* switched out inside a syscall since */
     u64 wait_since_ns;       /* runnable (woken or preempted) since */
+    u64 oncpu_ns;            /* the thread's on-CPU time up to its last switch-out */
 };
 
 /* cpu_state: the task currently on this CPU and its unfolded counters. */
@@ -120,6 +121,12 @@ struct fntax_decomp_key {
 struct fntax_sys_val {
     u64 count;
     u64 ns;
+};
+
+struct fntax_decomp_val {
+    u64 count;
+    u64 ns;                  /* entry to return */
+    u64 cpu_ns;              /* of which on-CPU (not preempted, throttled or asleep) */
 };
 
 BPF_HASH(tasks, u32, struct fntax_task, FNTAX_MAX_TASKS);
@@ -164,6 +171,18 @@ static __always_inline struct fntax_cpu *fntax_cpu_current(u32 tid)
         cpu->workload = t ? t->workload : (FNTAX_TRACE_ALL ? 1 : 0);
     }
     return cpu;
+}
+
+/* The thread's own on-CPU clock: up to its last switch-out, plus the current
+ * stint when it is the one on this CPU. */
+static __always_inline u64 fntax_thread_oncpu(u32 tid, struct fntax_task *t, u64 now)
+{
+    int zero = 0;
+    struct fntax_cpu *cpu = cpu_state.lookup(&zero);
+    u64 clock = t ? t->oncpu_ns : 0;
+    if (cpu && cpu->tid == tid && now > cpu->oncpu_since_ns)
+        clock += now - cpu->oncpu_since_ns;
+    return clock;
 }
 
 static __always_inline void fntax_add_counters(struct fntax_counters *dst,

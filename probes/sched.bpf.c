@@ -49,6 +49,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
             cpu->delta.voluntary += 1;
         struct fntax_task *t = tasks.lookup(&prev);
         if (t) {
+            t->oncpu_ns += now - cpu->oncpu_since_ns;
             t->sys_nr = cpu->sys_nr;
             t->sys_enter_ns = cpu->sys_enter_ns;
             t->offcpu_since_ns = now;

@@ -63,13 +63,18 @@ class Analysis:
     def own_work_seconds(self) -> float:
         return statistics.fmean(r.tax.own_work_seconds for r in self.runs)
 
+    @property
+    def cpu_share_wait_seconds(self) -> float:
+        return statistics.fmean(r.tax.cpu_share_wait_seconds for r in self.runs)
+
 
 def analyse(captures: Sequence[Capture], warmup: int, costs: HostCosts, prices: PriceTable,
             memory_mb: int, baseline: Baseline | None = None) -> Analysis:
     if len(captures) <= warmup:
         raise InputError("no measured run completed (all runs were warm-up or the capture was interrupted)")
     results = tuple(
-        RunResult(capture=c, tax=(tax := compute_tax(c.workload, costs, c.probe_mean_ns)),
+        RunResult(capture=c, tax=(tax := compute_tax(c.workload, costs, c.probe_mean_ns,
+                                                     throttled_seconds=c.throttled_ns / 1e9)),
                   baremetal=baremetal(c.workload, tax, costs))
         for c in captures
     )
@@ -98,12 +103,13 @@ def analyse(captures: Sequence[Capture], warmup: int, costs: HostCosts, prices: 
 
 
 def _tax_json(tax_by_category: Mapping[str, float], seconds: float, billed: float, observer: float,
-              estimated: Sequence[str], own_work: float) -> dict[str, Any]:
+              estimated: Sequence[str], own_work: float, share_wait: float) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "ratio": seconds / billed if billed > 0 else 0.0,
         "own_work_seconds": own_work,
         "observer_seconds": observer,
+        "cpu_share_wait_seconds": share_wait,
         "by_category": {name: tax_by_category[name] for name in CATEGORIES},
         "estimated": list(estimated),
     }
@@ -120,6 +126,7 @@ def _run_json(index: int, result: RunResult, warmup: bool) -> dict[str, Any]:
         "oncpu_seconds": w.counters.oncpu_ns / 1e9,
         "tax_seconds": result.tax.seconds,
         "observer_seconds": result.tax.observer_seconds,
+        "cpu_share_wait_seconds": result.tax.cpu_share_wait_seconds,
         "by_category": dict(result.tax.by_category),
         "baremetal_seconds": result.baremetal.seconds,
     }
@@ -151,7 +158,7 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
     by_category = {name: analysis.mean_category(name) for name in CATEGORIES}
     data["tax"] = _tax_json(by_category, analysis.tax_seconds, analysis.cost.billed_seconds,
                             analysis.observer_seconds, measured[0].tax.estimated,
-                            analysis.own_work_seconds)
+                            analysis.own_work_seconds, analysis.cpu_share_wait_seconds)
     data["baseline"] = {
         "name": analysis.baseline_name,
         "kind": analysis.baseline_kind,

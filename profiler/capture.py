@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import psutil
 
@@ -33,6 +33,14 @@ from profiler.model import (
 )
 
 WORKLOAD_ID = 1
+
+
+class CgroupHook(Protocol):
+    """The cgroup a run goes into (profiler.cgroup.FunctionCgroup)."""
+
+    def join(self, pid: int) -> None: ...
+
+    def throttled_ns(self) -> int: ...
 # Exit code of a command killed by signal N, as shells report it.
 SIGNAL_EXIT_BASE = 128
 
@@ -102,12 +110,12 @@ def run_captures(
     count: int,
     options: ProbeOptions | None = None,
     progress: Callable[[str], None] | None = None,
-    join_cgroup: Callable[[int], None] | None = None,
+    cgroup: CgroupHook | None = None,
 ) -> list[Capture]:
     """Capture `count` runs of the command as fresh processes, probes loaded once.
 
-    Each run is its own workload id, so runs never mix. `join_cgroup` moves
-    each gated child into a cgroup before it runs (--cpu-share). A signal
+    Each run is its own workload id, so runs never mix. `cgroup` takes each
+    gated child before it runs (--cpu-share) and tells how long it throttled. A signal
     stops the series and returns the runs so far (the last one interrupted).
     With --pid, `count` must be 1."""
     validate(target)
@@ -121,7 +129,7 @@ def run_captures(
             if count > 1:
                 say(f"run {run + 1}/{count}")
             captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
-                                             join_cgroup, quiet=count > 1))
+                                             cgroup, quiet=count > 1))
             if stop.signum is not None:
                 break
     return captures
@@ -129,12 +137,13 @@ def run_captures(
 
 def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
                      say: Callable[[str], None], workload: int = WORKLOAD_ID,
-                     join_cgroup: Callable[[int], None] | None = None,
+                     cgroup: CgroupHook | None = None,
                      quiet: bool = False) -> Capture:
     child = _GatedChild(target.command)
     try:
-        if join_cgroup is not None:
-            join_cgroup(child.pid)
+        if cgroup is not None:
+            cgroup.join(child.pid)
+        throttled_before = cgroup.throttled_ns() if cgroup is not None else 0
         probes.track(child.pid, workload)
     except BaseException:
         child.abandon()
@@ -145,9 +154,10 @@ def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
     child.release()
     exit_code = _wait(child.pid, stop)
     wall_ns = time.monotonic_ns() - started
+    throttled = cgroup.throttled_ns() - throttled_before if cgroup is not None else 0
     snapshot = probes.snapshot()
     return _assemble(target.command, child.pid, exit_code, wall_ns, snapshot,
-                     stop_signal=stop.signum, workload=workload)
+                     stop_signal=stop.signum, workload=workload, throttled_ns=throttled)
 
 
 class _GatedChild:
@@ -259,10 +269,11 @@ def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSumma
 
 def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,
               snapshot: KernelSnapshot, stop_signal: int | None,
-              workload: int = WORKLOAD_ID) -> Capture:
+              workload: int = WORKLOAD_ID, throttled_ns: int = 0) -> Capture:
     mine = tuple(p for p in snapshot.processes if p.workload == workload)
     return Capture(command=tuple(command), pid=pid, exit_code=exit_code, host=host_info(),
                    workload=summarise(mine, wall_ns), per_process=mine,
                    map_update_failures=dict(snapshot.map_update_failures),
                    probe_mean_ns=dict(snapshot.probe_mean_ns),
+                   throttled_ns=throttled_ns,
                    stop_signal=stop_signal)

@@ -90,6 +90,19 @@ class FunctionCgroup:
         for group in self.dirs:
             _write(group / "cgroup.procs", str(pid))
 
+    def throttled_ns(self) -> int:
+        """Total time the group has been throttled at its quota (cpu.stat)."""
+        if not self.dirs:
+            return 0
+        stat = self.dirs[0] / "cpu.stat"
+        try:
+            fields = dict(line.split() for line in stat.read_text().splitlines() if len(line.split()) == 2)
+        except OSError:
+            return 0
+        if "throttled_usec" in fields:  # v2
+            return int(fields["throttled_usec"]) * 1000
+        return int(fields.get("throttled_time", 0))  # v1, ns
+
     def __exit__(self, *exc: object) -> None:
         self._remove()
 

@@ -62,6 +62,7 @@ def _rows() -> list[Row]:
         ("tax share", lambda d: _dig(d, "tax", "ratio"), "%"),
         ("decompression share", _decompression_share, "%"),
         ("observer (fntax)", lambda d: _dig(d, "tax", "observer_seconds"), "s"),
+        ("CPU-share wait", lambda d: _dig(d, "tax", "cpu_share_wait_seconds"), "s"),
         ("syscalls", lambda d: _per_invocation(d, "syscalls", "count"), "n"),
         ("memory MB", lambda d: _dig(d, "cost", "memory_mb"), "n"),
         ("$ per million", lambda d: _dig(d, "cost", "per_million_dollars"), "$"),

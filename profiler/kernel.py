@@ -362,7 +362,8 @@ class KernelProbes:
                 if entry is None:
                     continue
                 lib = self._decomp_libraries.get(int(key.lib), "unknown")
-                entry["decomp"][lib] = entry["decomp"].get(lib, CallStats()) + CallStats(int(val.count), int(val.ns))
+                entry["decomp"][lib] = entry["decomp"].get(lib, CallStats()) + CallStats(
+                    int(val.count), int(val.ns), int(val.cpu_ns))
         processes = tuple(
             ProcessSample(pid=pid, comm=e["comm"], workload=e["workload"], exited=e["exited"],
                           counters=e["counters"], syscalls_by_name=e["syscalls"],

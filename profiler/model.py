@@ -40,9 +40,10 @@ class CallStats:
 
     count: int = 0
     ns: int = 0
+    cpu_ns: int = 0  # of ns, the part on CPU (decompressors; 0 where not measured)
 
     def __add__(self, other: CallStats) -> CallStats:
-        return CallStats(self.count + other.count, self.ns + other.ns)
+        return CallStats(self.count + other.count, self.ns + other.ns, self.cpu_ns + other.cpu_ns)
 
 
 def merge_calls(
@@ -110,6 +111,8 @@ class Capture:
     per_process: tuple[ProcessSample, ...]
     map_update_failures: Mapping[str, int]
     probe_mean_ns: Mapping[str, float] = field(default_factory=dict)
+    # Time the run's cgroup spent throttled at its CPU quota (--cpu-share).
+    throttled_ns: int = 0
     stop_signal: int | None = None  # SIGINT/SIGTERM that ended the capture early
 
     @property

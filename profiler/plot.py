@@ -13,7 +13,7 @@ from profiler.tax import CATEGORIES
 _COLORS = {
     "own work": "#4c956c", "syscalls": "#d1495b", "page_faults": "#edae49", "context_switches": "#00798c",
     "runqueue_wait": "#30638e", "interrupts": "#8d6a9f", "decompression": "#f4845f",
-    "virtualization": "#6c757d", "observer": "#bbbbbb",
+    "virtualization": "#6c757d", "observer": "#bbbbbb", "CPU-share wait": "#e9ecef",
 }
 
 
@@ -34,6 +34,7 @@ def _segments(data: Mapping[str, Any], source: str) -> list[tuple[str, float]]:
         parts = [("own work", float(tax.get("own_work_seconds", 0.0)))]
         parts += [(c, float(by_category.get(c, 0.0))) for c in CATEGORIES]
         parts.append(("observer", float(tax.get("observer_seconds", 0.0))))
+        parts.append(("CPU-share wait", float(tax.get("cpu_share_wait_seconds", 0.0))))
         return parts
     workload = data.get("workload")
     if not isinstance(workload, Mapping):

@@ -46,7 +46,7 @@ class Proc(ctypes.Structure):
 class Task(ctypes.Structure):
     _fields_ = [("workload", ctypes.c_uint32), ("sys_nr", ctypes.c_uint32),
                 ("sys_enter_ns", ctypes.c_uint64), ("offcpu_since_ns", ctypes.c_uint64),
-                ("wait_since_ns", ctypes.c_uint64)]
+                ("wait_since_ns", ctypes.c_uint64), ("oncpu_ns", ctypes.c_uint64)]
 
 
 class Cpu(ctypes.Structure):
@@ -66,6 +66,10 @@ class SysVal(ctypes.Structure):
     _fields_ = [("count", ctypes.c_uint64), ("ns", ctypes.c_uint64)]
 
 
+class DecompVal(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint64), ("ns", ctypes.c_uint64), ("cpu_ns", ctypes.c_uint64)]
+
+
 class DecompKey(ctypes.Structure):
     _fields_ = [("tgid", ctypes.c_uint32), ("lib", ctypes.c_uint32)]
 
@@ -80,6 +84,7 @@ TYPE_SIZES: dict[str, int] = {
     "fntax_sys_key": ctypes.sizeof(SysKey),
     "fntax_sys_val": ctypes.sizeof(SysVal),
     "fntax_decomp_key": ctypes.sizeof(DecompKey),
+    "fntax_decomp_val": ctypes.sizeof(DecompVal),
 }
 
 # Names of the errors map slots (enum fntax_map_error in probes/fntax.h).

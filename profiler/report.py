@@ -14,9 +14,11 @@ def _seconds(ns: int) -> float:
     return ns / NS_PER_SECOND
 
 
-def _calls_json(table: Mapping[str, CallStats]) -> dict[str, dict[str, float | int]]:
+def _calls_json(table: Mapping[str, CallStats], with_cpu: bool = False) -> dict[str, dict[str, float | int]]:
     ordered = sorted(table.items(), key=lambda item: (-item[1].ns, item[0]))
-    return {name: {"count": stats.count, "seconds": _seconds(stats.ns)} for name, stats in ordered}
+    return {name: {"count": stats.count, "seconds": _seconds(stats.ns),
+                   **({"cpu_seconds": _seconds(stats.cpu_ns)} if with_cpu else {})}
+            for name, stats in ordered}
 
 
 def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
@@ -24,6 +26,7 @@ def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
     """The counter block shared by the workload and each process."""
     decomp_ns = sum(s.ns for s in decompression.values())
     decomp_calls = sum(s.count for s in decompression.values())
+    decomp_cpu_ns = sum(s.cpu_ns for s in decompression.values())
     return {
         "oncpu_seconds": _seconds(counters.oncpu_ns),
         "syscalls": {
@@ -38,8 +41,8 @@ def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
         "page_faults": {"minor": counters.faults_minor, "major": counters.faults_major,
                         "user": counters.faults_user, "kernel": counters.faults_kernel},
         "irq_seconds": {"hard": _seconds(counters.hardirq_ns), "soft": _seconds(counters.softirq_ns)},
-        "decompression": {"seconds": _seconds(decomp_ns), "calls": decomp_calls,
-                          "by_library": _calls_json(decompression)},
+        "decompression": {"seconds": _seconds(decomp_ns), "cpu_seconds": _seconds(decomp_cpu_ns),
+                          "calls": decomp_calls, "by_library": _calls_json(decompression, with_cpu=True)},
     }
 
 
@@ -154,6 +157,9 @@ def _analysis_lines(data: Mapping[str, Any]) -> list[str]:
         mark = " (estimated)" if name in estimated else ""
         lines.append(f"  {name:<18} {_fmt_s(seconds):>12}{mark}")
     lines.append(f"  {'observer (fntax)':<18} {_fmt_s(tax.get('observer_seconds', 0.0)):>12}  (not counted as tax)")
+    if tax.get("cpu_share_wait_seconds"):
+        lines.append(f"  {'CPU-share wait':<18} {_fmt_s(tax['cpu_share_wait_seconds']):>12}"
+                     "  (throttled at the cgroup quota: the share bought, not tax)")
     base = data.get("baseline")
     if isinstance(base, Mapping):
         speedup = base.get("speedup")

@@ -15,11 +15,11 @@ from typing import Any, Callable, Iterator
 from profiler import baseline as baselines
 from profiler.analysis import analyse, analysis_json
 from profiler.calibrate import ensure_calibration
-from profiler.capture import Target, run_captures, validate
+from profiler.capture import CgroupHook, Target, run_captures, validate
 from profiler.cost import cpu_share_for_memory, price_table, validate_memory_mb
 from profiler.errors import InputError
 from profiler.files import check_writable_destination, write_json_atomic
-from profiler.kernel import ProbeOptions
+from profiler.kernel import ProbeOptions, check_environment
 from profiler.report import render_capture_json
 from profiler.tax import HostCosts
 
@@ -71,14 +71,14 @@ def host_costs(calibration: Any) -> HostCosts:
 
 
 @contextlib.contextmanager
-def _cgroup(share: float | None, memory_mb: int) -> Iterator[Callable[[int], None] | None]:
+def _cgroup(share: float | None, memory_mb: int) -> Iterator[CgroupHook | None]:
     if share is None:
         yield None
         return
     from profiler.cgroup import FunctionCgroup
 
     with FunctionCgroup(memory_mb, share, name=f"profile-{os.getpid()}") as group:
-        yield group.join
+        yield group
 
 
 def run_session(settings: SessionSettings, options: ProbeOptions,
@@ -97,11 +97,12 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
     if settings.plot_path and not settings.plot_path.lower().endswith((".png", ".svg")):
         raise InputError(f"{settings.plot_path}: plots are written as .png or .svg")
 
+    check_environment()
     calibration = ensure_calibration(refresh=settings.refresh_calibration, progress=progress)
-    with _cgroup(share, settings.memory_mb) as join:
+    with _cgroup(share, settings.memory_mb) as group:
         if share is not None:
             progress(f"cgroup: {share:.3f} CPU, {settings.memory_mb} MB")
-        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, join)
+        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group)
     analysis = analyse(captures, min(settings.warmup, max(0, len(captures) - 1)), host_costs(calibration),
                        prices, settings.memory_mb, base)
     data = analysis_json(analysis)

@@ -13,9 +13,11 @@ Model (documented in the README, "The tax model"):
   Estimated: without kprobes the kernel offers no fault-exit hook to time.
   Kernel-mode faults happen inside syscalls and are already in ``syscalls``.
 * ``context_switches``: switches x the calibrated direct switch cost. Estimated.
-* ``runqueue_wait``: wake-up or preemption to running again. Measured.
+* ``runqueue_wait``: wake-up or preemption to running again. Measured. Time
+  spent throttled at a cgroup CPU quota (--cpu-share) is not OS overhead but
+  the CPU share the function bought: it is split off as ``cpu_share_wait``.
 * ``interrupts``: hardirq + softirq time charged to the task. Measured.
-* ``decompression``: time inside decompressor entry points. Measured.
+* ``decompression``: on-CPU time inside decompressor entry points. Measured.
 * ``virtualization``: VM exits (0 until fntax follows microVMs).
 
 The observer's time is the kernel's BPF run-time statistics (mean run time of
@@ -57,6 +59,7 @@ class Tax:
     estimated: tuple[str, ...]
     oncpu_seconds: float
     runqueue_seconds: float
+    cpu_share_wait_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -102,8 +105,10 @@ def observer_seconds(counters: Counters, probe_mean_ns: Mapping[str, float]) -> 
 
 def compute_tax(workload: WorkloadSummary, costs: HostCosts,
                 probe_mean_ns: Mapping[str, float] | None = None,
-                virtualization_seconds: float = 0.0) -> Tax:
+                virtualization_seconds: float = 0.0, throttled_seconds: float = 0.0) -> Tax:
     c = workload.counters
+    runqueue = c.runqueue_ns / NS_PER_SECOND
+    share_wait = min(runqueue, max(0.0, throttled_seconds))
     observer, observer_in_syscalls = observer_seconds(c, probe_mean_ns or {})
     oncpu = c.oncpu_ns / NS_PER_SECOND
     switches = c.voluntary_switches + c.involuntary_switches
@@ -112,9 +117,9 @@ def compute_tax(workload: WorkloadSummary, costs: HostCosts,
         "syscalls": max(0.0, syscall_cpu - c.voluntary_switches * costs.context_switch - observer_in_syscalls),
         "page_faults": c.faults_user * costs.page_fault_minor,
         "context_switches": switches * costs.context_switch,
-        "runqueue_wait": c.runqueue_ns / NS_PER_SECOND,
+        "runqueue_wait": runqueue - share_wait,
         "interrupts": (c.hardirq_ns + c.softirq_ns) / NS_PER_SECOND,
-        "decompression": sum(s.ns for s in workload.decompression_by_library.values()) / NS_PER_SECOND,
+        "decompression": sum(s.cpu_ns for s in workload.decompression_by_library.values()) / NS_PER_SECOND,
         "virtualization": virtualization_seconds,
     }
     oncpu_tax = sum(by_category[name] for name in _ONCPU_CATEGORIES)
@@ -130,7 +135,7 @@ def compute_tax(workload: WorkloadSummary, costs: HostCosts,
         own_work = max(0.0, own_work + excess)
     return Tax(own_work_seconds=own_work, observer_seconds=observer, by_category=by_category,
                estimated=("page_faults", "context_switches"), oncpu_seconds=oncpu,
-               runqueue_seconds=c.runqueue_ns / NS_PER_SECOND)
+               runqueue_seconds=runqueue, cpu_share_wait_seconds=share_wait)
 
 
 def baremetal(workload: WorkloadSummary, tax: Tax, costs: HostCosts) -> BaremetalBaseline:

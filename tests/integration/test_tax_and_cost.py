@@ -79,7 +79,8 @@ def test_parts_add_up_and_cost_follows_the_table(run_profile: Profile) -> None:
         assert parts <= run["oncpu_seconds"] + run["by_category"]["runqueue_wait"] + 1e-9
     mean_oncpu = capture["workload"]["oncpu_seconds"] / 3
     mean_rq = capture["workload"]["runqueue_wait_seconds"] / 3
-    total = tax["own_work_seconds"] + tax["observer_seconds"] + sum(tax["by_category"].values())
+    total = (tax["own_work_seconds"] + tax["observer_seconds"] + sum(tax["by_category"].values())
+             + tax["cpu_share_wait_seconds"])
     assert total == pytest.approx(mean_oncpu + mean_rq, rel=1e-6)
     assert tax["by_category"]["decompression"] > 0
     assert set(tax["estimated"]) == {"page_faults", "context_switches"}

@@ -42,7 +42,7 @@ def test_capture_json_has_the_issue_schema() -> None:
     assert w["context_switches"] == {"voluntary": 3, "involuntary": 1}
     assert w["page_faults"] == {"minor": 7, "major": 0, "user": 7, "kernel": 0}
     assert w["irq_seconds"] == {"hard": 5e-7, "soft": 7e-7}
-    assert w["decompression"]["by_library"]["libz"] == {"count": 4, "seconds": 0.009}
+    assert w["decompression"]["by_library"]["libz"] == {"count": 4, "seconds": 0.009, "cpu_seconds": 0.0}
     assert w["decompression"]["calls"] == 4
     assert [p["pid"] for p in data["per_process"]] == [10, 11]
     assert data["per_process"][1]["comm"] == "gzip"

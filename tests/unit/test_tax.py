@@ -16,11 +16,11 @@ PROBES = {"sys_enter": 40.0, "sys_exit": 45.0, "sched_switch": 300.0, "page_faul
 
 def _workload(counters: Counters, decomp_ns: int = 0, wall_ns: int = 1_000_000_000) -> WorkloadSummary:
     return WorkloadSummary(wall_seconds=wall_ns / 1e9, processes=1, counters=counters, syscalls_by_name={},
-                           decompression_by_library={"libz": CallStats(3, decomp_ns)} if decomp_ns else {})
+                           decompression_by_library={"libz": CallStats(3, decomp_ns, decomp_ns)} if decomp_ns else {})
 
 
 def _identity(tax_oncpu: float, tax_rq: float, tax) -> None:  # type: ignore[no-untyped-def]
-    parts = tax.own_work_seconds + tax.observer_seconds + sum(tax.by_category.values())
+    parts = tax.own_work_seconds + tax.observer_seconds + sum(tax.by_category.values()) + tax.cpu_share_wait_seconds
     assert parts == pytest.approx(tax_oncpu + tax_rq, rel=1e-9, abs=1e-12)
 
 
@@ -63,6 +63,16 @@ def test_identity_holds_or_own_work_is_clamped(syscalls: int, sys_ns: int, off: 
     if measured_oncpu <= oncpu / 1e9:
         # Only estimates can be scaled; measured parts never exceed what was measured.
         _identity(oncpu / 1e9, rq / 1e9, tax)
+
+
+def test_throttling_is_split_off_as_cpu_share_wait() -> None:
+    c = Counters(oncpu_ns=100_000_000, runqueue_ns=300_000_000)
+    tax = compute_tax(_workload(c), COSTS, {}, throttled_seconds=0.25)
+    assert tax.cpu_share_wait_seconds == pytest.approx(0.25)
+    assert tax.by_category["runqueue_wait"] == pytest.approx(0.05)
+    _identity(0.1, 0.3, tax)
+    # never more than the measured wait
+    assert compute_tax(_workload(c), COSTS, {}, throttled_seconds=9).cpu_share_wait_seconds == pytest.approx(0.3)
 
 
 def test_baremetal_model() -> None:
