@@ -78,6 +78,7 @@ fi
 stamp=.venv/.fntax-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     say "installing fntax into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    # (pip's notes about unused local index locations are noise here)
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2> >(grep -v '^WARNING: Location' >&2)
     touch "$stamp"
 fi
