@@ -36,6 +36,10 @@
 #ifndef FNTAX_TRACE_ALL
 #define FNTAX_TRACE_ALL 0
 #endif
+/* Process-tree events to user space (the agent attributes at fork/exec). */
+#ifndef FNTAX_EVENTS
+#define FNTAX_EVENTS 0
+#endif
 
 /* Syscall numbers at or above this land in the last bucket ("other"). */
 #define FNTAX_SYSCALL_SLOTS 512
@@ -108,6 +112,22 @@ struct fntax_cpu {
     struct fntax_counters delta;
 };
 
+enum fntax_event_type {
+    FNTAX_EV_FORK = 1,
+    FNTAX_EV_EXEC = 2,
+    FNTAX_EV_EXIT = 3,
+};
+
+/* events: fork (pid = the child thread, ppid = the forking process),
+ * exec and exit of a process (pid = tgid). */
+struct fntax_event {
+    u32 type;
+    u32 pid;
+    u32 ppid;
+    u32 pad;
+    u64 ts_ns;
+};
+
 struct fntax_sys_key {
     u32 tgid;
     u32 nr;
@@ -139,6 +159,17 @@ BPF_ARRAY(errors, u64, FNTAX_ERR_SLOTS);
  * cached "not tracked" for a task re-resolve it (array lookups are inlined by
  * the JIT: this costs a few instructions on the hot path). */
 BPF_ARRAY(track_gen, u32, 1);
+#if FNTAX_EVENTS
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void fntax_emit(void *ctx, u32 type, u32 pid, u32 ppid)
+{
+#if FNTAX_EVENTS
+    struct fntax_event ev = {.type = type, .pid = pid, .ppid = ppid, .ts_ns = bpf_ktime_get_ns()};
+    events.perf_submit(ctx, &ev, sizeof(ev));
+#endif
+}
 
 static __always_inline void fntax_count_error(int which)
 {

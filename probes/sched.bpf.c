@@ -100,6 +100,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 parent = (u32)args->parent_pid;
     u32 child = (u32)args->child_pid;
+    fntax_emit(args, FNTAX_EV_FORK, child, (u32)(bpf_get_current_pid_tgid() >> 32));
     struct fntax_task *pt = tasks.lookup(&parent);
     u32 workload = pt ? pt->workload : (FNTAX_TRACE_ALL ? 1 : 0);
     if (!workload)
@@ -115,10 +116,11 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     /* Refresh the process name: the fold creates procs entries with the comm
      * of the moment, which before exec is the parent's. */
     u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 tgid = (u32)(bpf_get_current_pid_tgid() >> 32);
+    fntax_emit(args, FNTAX_EV_EXEC, tgid, 0);
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload)
         return 0;
-    u32 tgid = (u32)(bpf_get_current_pid_tgid() >> 32);
     fntax_fold(cpu, tgid);
     struct fntax_proc *p = procs.lookup(&tgid);
     if (p)
@@ -139,6 +141,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         struct fntax_proc *p = procs.lookup(&tgid);
         if (p)
             p->exited = 1;
+        fntax_emit(args, FNTAX_EV_EXIT, tgid, 0);
     }
     /* The thread's last switch-out still folds into procs through the slot;
      * its tasks entry can go now, keeping the map bounded under churn. */

@@ -257,3 +257,41 @@ def baseline_list() -> None:
     for row in rows:
         mean = "-" if row["seconds"] is None else f"{row['seconds'] * 1e3:.3f} ms"
         click.echo(f"{row['name']:<20} {row['kind']:<10} {mean:>12}  {row['created']:<26} {row['detail']}")
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:9636", show_default=True, metavar="ADDR:PORT",
+              help="Where to serve /metrics.")
+@click.option("--config", "rules_path", type=click.Path(dir_okay=False),
+              help="Attribution rules (YAML); default: the embedded rules (see README).")
+@click.option("--web-config", "web_config_path", type=click.Path(dir_okay=False),
+              help="TLS and basic auth, in the Prometheus exporters' web config format.")
+@click.option("--retention", "retention_seconds", type=float, default=300.0, show_default=True,
+              help="Seconds an exited function's series stay before folding into function=\"_exited\".")
+@click.option("--top-syscalls", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Per-function syscall names kept (the rest become \"other\").")
+@click.option("--interval", "interval_seconds", type=float, default=1.0, show_default=True,
+              help="Seconds between folds of the kernel maps.")
+@click.option("--prices", default="x86_64", show_default=True, metavar="NAME|FILE",
+              help="Price table for fntax_tax_dollars_total.")
+@click.option("--default-memory-mb", type=int, default=128, show_default=True,
+              help="Memory size of functions whose rule and cgroup name none.")
+@click.option("--no-bpf-stats", is_flag=True, help="Do not keep kernel BPF run-time statistics on.")
+@click.option("--quiet", "-q", is_flag=True)
+@_one_line_errors
+def agent(listen: str, rules_path: str | None, web_config_path: str | None, retention_seconds: float,
+          top_syscalls: int, interval_seconds: float, prices: str, default_memory_mb: int, no_bpf_stats: bool,
+          quiet: bool) -> None:
+    """Run the probes host-wide and export per-function metrics to Prometheus.
+
+    SIGTERM detaches every probe and exits; SIGHUP reloads the rules.
+    """
+    from profiler.agent import Agent, AgentSettings
+    from profiler.webserver import parse_listen
+
+    parse_listen(listen)
+    settings = AgentSettings(listen=listen, rules_path=rules_path, web_config_path=web_config_path,
+                             retention_seconds=retention_seconds, top_syscalls=top_syscalls,
+                             interval_seconds=interval_seconds, prices=prices,
+                             default_memory_mb=default_memory_mb, bpf_stats=not no_bpf_stats)
+    Agent(settings, _progress(quiet)).run()

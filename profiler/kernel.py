@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import psutil
 
@@ -62,6 +62,7 @@ class ProbeOptions:
 
     families: tuple[str, ...] = FAMILIES
     trace_all: bool = False
+    events: bool = False  # fork/exec/exit events to user space (the agent)
     max_tasks: int = 65536
     max_procs: int = 16384
     max_proc_syscalls: int = 65536
@@ -83,6 +84,7 @@ class ProbeOptions:
             f"-DFNTAX_MAX_PROC_SYSCALLS={self.max_proc_syscalls}",
             f"-DFNTAX_MAX_DECOMP={self.max_decomp}",
             f"-DFNTAX_TRACE_ALL={1 if self.trace_all else 0}",
+            f"-DFNTAX_EVENTS={1 if self.events else 0}",
             "-Wno-macro-redefined",
         ]
 
@@ -378,6 +380,60 @@ class KernelProbes:
         """Mean run time per probe: live statistics if on, else the load-time measurement."""
         live = {k: v.mean_ns for k, v in self.program_stats().items() if v.runs}
         return live or dict(self._probe_mean_ns)
+
+    # -- continuous use (the agent) -------------------------------------------
+    def open_events(self, on_event: Callable[[int, int, int, int], None]) -> None:
+        """Deliver (type, pid, ppid, ts_ns) of fork/exec/exit events; needs events=True."""
+        table = self._bpf["events"]
+
+        def handle(_cpu: int, data: Any, _size: int) -> None:
+            ev = table.event(data)
+            on_event(int(ev.type), int(ev.pid), int(ev.ppid), int(ev.ts_ns))
+
+        table.open_perf_buffer(handle, page_cnt=256, lost_cb=self._lost)
+
+    def _lost(self, count: int) -> None:
+        self.events_lost += count
+
+    events_lost = 0
+
+    def poll_events(self, timeout_ms: int) -> None:
+        self._bpf.perf_buffer_poll(timeout=timeout_ms)
+
+    def forget(self, pids: Iterable[int]) -> None:
+        """Drop the map entries of exited processes (their figures were read)."""
+        doomed = set(pids)
+        if not doomed:
+            return
+        procs = self._bpf["procs"]
+        for pid in doomed:
+            try:
+                del procs[procs.Key(pid)]
+            except KeyError:
+                pass
+        for name in ("proc_syscalls", "decomp"):
+            if name == "decomp" and "decompress" not in self.options.families:
+                continue
+            table = self._bpf[name]
+            for key in [k for k in table.keys() if int(k.tgid) in doomed]:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
+
+    def map_fill(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(entries, capacity) of the bounded per-process maps."""
+        entries: dict[str, int] = {}
+        capacity: dict[str, int] = {}
+        for name in ("tasks", "procs", "proc_syscalls"):
+            table = self._bpf[name]
+            entries[name] = sum(1 for _ in table.keys())
+            capacity[name] = int(table.max_entries)
+        return entries, capacity
+
+    def map_update_failures(self) -> dict[str, int]:
+        errors = self._bpf["errors"]
+        return {name: int(errors[errors.Key(i)].value) for i, name in MAP_ERROR_NAMES.items()}
 
     def _add_unfolded(self, by_pid: dict[int, dict[str, Any]]) -> None:
         """Add what tasks still on a CPU have not folded yet (a live --pid capture)."""

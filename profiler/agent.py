@@ -1,0 +1,157 @@
+"""`fntax agent`: the probes system-wide, attribution per function, Prometheus out.
+
+The continuous way of driving the pipeline: probes (every process tracked,
+fork/exec/exit events on) -> attribution at fork/exec (profiler.aggregate) ->
+per-function totals -> tax -> the exporter's collector. The main thread polls
+events and folds map snapshots; the HTTP thread only reads a view.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import Callable
+
+import psutil
+from prometheus_client.registry import CollectorRegistry
+
+from profiler.aggregate import Aggregator, FunctionView
+from profiler.attribution import Rules, load_rules
+from profiler.calibrate import ensure_calibration
+from profiler.cost import price_table
+from profiler.exporter import AgentSource, FntaxCollector, SelfStats
+from profiler.kernel import KernelProbes, ProbeOptions
+from profiler.session import host_costs
+from profiler.webserver import load_web_config, serve
+
+EV_FORK, EV_EXEC, EV_EXIT = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    listen: str = "127.0.0.1:9636"
+    rules_path: str | None = None
+    web_config_path: str | None = None
+    retention_seconds: float = 300.0
+    top_syscalls: int = 10
+    interval_seconds: float = 1.0
+    prices: str = "x86_64"
+    default_memory_mb: int = 128
+    bpf_stats: bool = True
+    max_procs: int = 16384
+    max_tasks: int = 65536
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.say = say
+        # Check every input before loading anything.
+        self.rules: Rules = load_rules(settings.rules_path)
+        self.web_config = load_web_config(settings.web_config_path)
+        self.prices = price_table(settings.prices)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._aggregator = Aggregator(self.rules, settings.retention_seconds, settings.top_syscalls)
+        self._view: list[FunctionView] = []
+        self._self: SelfStats = SelfStats((), {}, {}, {}, {})
+        self.probes: KernelProbes | None = None
+
+    # -- the collector reads these (HTTP thread) ---------------------------------
+    def functions(self) -> list[FunctionView]:
+        with self._lock:
+            return list(self._view)
+
+    def self_stats(self) -> SelfStats:
+        with self._lock:
+            return self._self
+
+    # -- lifecycle ---------------------------------------------------------------
+    def run(self) -> None:
+        costs = host_costs(ensure_calibration(progress=self.say))
+        options = ProbeOptions(trace_all=True, events=True, run_time_stats=self.settings.bpf_stats,
+                               measure_probe_costs=False, max_procs=self.settings.max_procs,
+                               max_tasks=self.settings.max_tasks)
+        registry = CollectorRegistry()
+        registry.register(FntaxCollector(AgentSource(self.functions, self.self_stats, costs,
+                                                     self.prices.gb_second, self.settings.default_memory_mb)))
+        self.say("loading probes (system-wide)")
+        with KernelProbes(options) as probes:
+            self.probes = probes
+            probes.open_events(self._on_event)
+            self._aggregator.seed(_running_processes())
+            server, _thread = serve(registry, self.settings.listen, self.web_config)
+            scheme = "https" if self.web_config.tls else "http"
+            self.say(f"serving metrics on {scheme}://{self.settings.listen}/metrics")
+            previous = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                                          signal.SIGHUP)}
+            try:
+                self._loop(probes)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                server.shutdown()
+                server.server_close()
+        self.say("probes detached, agent stopped")
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+
+    def _loop(self, probes: KernelProbes) -> None:
+        while not self._stop.is_set():
+            # Events arrive within ~100 ms: short-lived processes are
+            # attributed while /proc still describes them.
+            for _ in range(max(1, int(self.settings.interval_seconds / 0.1))):
+                probes.poll_events(100)
+                if self._stop.is_set():
+                    break
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_rules()
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Fold a map snapshot into the totals and publish a fresh view."""
+        assert self.probes is not None
+        snapshot = self.probes.snapshot()
+        exited = self._aggregator.update(snapshot)
+        self.probes.forget(exited)
+        entries, capacity = self.probes.map_fill()
+        stats = SelfStats(
+            probes_attached=tuple(self.probes.attached.tracepoints + self.probes.attached.uprobes),
+            probe_runs={name: (s.runs, s.run_ns) for name, s in self.probes.program_stats().items()},
+            map_entries=entries, map_capacity=capacity,
+            map_update_failures=dict(snapshot.map_update_failures))
+        view = self._aggregator.view()
+        with self._lock:
+            self._view = view
+            self._self = stats
+
+    def _reload_rules(self) -> None:
+        try:
+            rules = load_rules(self.settings.rules_path)
+        except Exception as err:  # keep serving with the old rules
+            self.say(f"rules not reloaded: {err}")
+            return
+        self._aggregator.rules = rules
+        self.say("rules reloaded (they apply to processes that start from now on)")
+
+    def _on_event(self, kind: int, pid: int, ppid: int, ts_ns: int) -> None:
+        if kind == EV_FORK:
+            self._aggregator.on_fork(pid, ppid, ts_ns)
+        elif kind == EV_EXEC:
+            self._aggregator.on_exec(pid)
+
+
+def _running_processes() -> list[tuple[int, int | None]]:
+    found = []
+    for proc in psutil.process_iter(["pid", "ppid"]):
+        found.append((int(proc.info["pid"]), proc.info.get("ppid")))
+    return found
+

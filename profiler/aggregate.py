@@ -1,0 +1,207 @@
+"""Per-function totals for the agent: processes come and go, totals only grow.
+
+A process is known by (pid, start time) and attributed once, when the agent
+first hears of it (its fork or exec event, or at agent start); a child with no
+rule of its own inherits its parent's function. Its counters are cumulative in
+the kernel maps; when it exits, its last figures fold into its function and
+its map entries go. A function with no live process left keeps its series for
+`retention_seconds`, then folds into `_exited`, so host totals stay monotonic
+and the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from profiler.attribution import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
+from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, merge_calls
+
+EXITED = "_exited"
+OTHER_SYSCALLS = "other"
+
+
+@dataclass
+class _Process:
+    pid: int
+    start: int
+    attribution: Attribution
+    last: ProcessSample | None = None
+
+
+@dataclass
+class _Function:
+    name: str
+    kind: WorkloadKind
+    memory_mb: int | None
+    counters: Counters = field(default_factory=Counters)  # of exited processes
+    syscalls: dict[str, CallStats] = field(default_factory=dict)
+    decompression: dict[str, CallStats] = field(default_factory=dict)
+    live: set[int] = field(default_factory=set)
+    idle_since: float | None = None
+
+
+@dataclass(frozen=True)
+class FunctionView:
+    """One function's cumulative figures at one moment (what a scrape exports)."""
+
+    function: str
+    kind: WorkloadKind
+    memory_mb: int | None
+    processes: int
+    counters: Counters
+    syscalls_by_name: Mapping[str, CallStats]
+    decompression_by_library: Mapping[str, CallStats]
+
+
+class Aggregator:
+    def __init__(self, rules: Rules, retention_seconds: float = 300.0, top_syscalls: int = 10,
+                 facts: Callable[[int], ProcessFacts | None] = read_facts,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rules = rules
+        self.retention_seconds = retention_seconds
+        self.top_syscalls = top_syscalls
+        self._facts = facts
+        self._clock = clock
+        self._processes: dict[int, _Process] = {}
+        self._functions: dict[str, _Function] = {}
+
+    # -- attribution ---------------------------------------------------------
+    def _attribute(self, pid: int, parent: int | None, start: int) -> _Process:
+        facts = self._facts(pid)
+        found = self.rules.attribute(facts) if facts is not None else None
+        if (found is None or found.function == HOST) and parent in self._processes:
+            found = self._processes[parent].attribution  # children inherit
+        found = found or Attribution(HOST, WorkloadKind.PROCESS)
+        if found.memory_mb is None and facts is not None:
+            found = Attribution(found.function, found.kind, cgroup_memory_mb(pid))
+        proc = _Process(pid, facts.start_time if facts else start, found)
+        self._processes[pid] = proc
+        fn = self._functions.get(found.function)
+        if fn is None:
+            fn = self._functions[found.function] = _Function(found.function, found.kind, found.memory_mb)
+        fn.live.add(pid)
+        fn.idle_since = None
+        return proc
+
+    def seed(self, pids: Iterable[tuple[int, int | None]]) -> None:
+        """Attribute processes that already ran when the agent started (pid, parent)."""
+        pending = dict(pids)
+        # Parents first, so children can inherit.
+        for pid in sorted(pending, key=lambda p: (pending[p] in pending, p)):
+            if pid not in self._processes:
+                self._attribute(pid, pending[pid], 0)
+
+    def on_fork(self, child: int, parent: int, ts_ns: int) -> None:
+        if child in self._processes:
+            return
+        facts = self._facts(child)
+        if facts is not None and facts.pid != child:
+            return
+        self._attribute(child, parent, ts_ns)
+
+    def on_exec(self, pid: int) -> None:
+        """A new program: a rule may now name it (the command line changed)."""
+        proc = self._processes.get(pid)
+        facts = self._facts(pid)
+        if facts is None:
+            return
+        found = self.rules.attribute(facts)
+        if proc is None:
+            self._attribute(pid, None, 0)
+        elif found.function != HOST and found.function != proc.attribution.function:
+            self._functions[proc.attribution.function].live.discard(pid)
+            del self._processes[pid]
+            self._attribute(pid, None, proc.start)
+
+    # -- figures ---------------------------------------------------------------
+    def update(self, snapshot: KernelSnapshot) -> list[int]:
+        """Take a snapshot of the maps; return exited pids whose entries can go."""
+        done: list[int] = []
+        for sample in snapshot.processes:
+            proc = self._processes.get(sample.pid) or self._attribute(sample.pid, None, 0)
+            proc.last = sample
+            if sample.exited:
+                self._retire(proc)
+                done.append(sample.pid)
+        now = self._clock()
+        for fn in list(self._functions.values()):
+            if fn.name == EXITED or fn.live:
+                continue
+            if fn.idle_since is None:
+                fn.idle_since = now
+            elif now - fn.idle_since >= self.retention_seconds:
+                self._fold_into_exited(fn)
+        return done
+
+    def _retire(self, proc: _Process) -> None:
+        fn = self._functions[proc.attribution.function]
+        if proc.last is not None:
+            fn.counters = fn.counters + proc.last.counters
+            fn.syscalls = merge_calls(fn.syscalls, proc.last.syscalls_by_name)
+            fn.decompression = merge_calls(fn.decompression, proc.last.decompression_by_library)
+        fn.live.discard(proc.pid)
+        del self._processes[proc.pid]
+
+    def _fold_into_exited(self, fn: _Function) -> None:
+        sink = self._functions.get(EXITED)
+        if sink is None:
+            sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
+        sink.counters = sink.counters + fn.counters
+        sink.syscalls = merge_calls(sink.syscalls, fn.syscalls)
+        sink.decompression = merge_calls(sink.decompression, fn.decompression)
+        del self._functions[fn.name]
+
+    def view(self) -> list[FunctionView]:
+        views = []
+        for fn in self._functions.values():
+            counters, syscalls, decomp = fn.counters, dict(fn.syscalls), dict(fn.decompression)
+            for pid in fn.live:
+                last = self._processes[pid].last
+                if last is not None:
+                    counters = counters + last.counters
+                    syscalls = merge_calls(syscalls, last.syscalls_by_name)
+                    decomp = merge_calls(decomp, last.decompression_by_library)
+            views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), counters,
+                                      top_k(syscalls, self.top_syscalls), decomp))
+        return views
+
+    def function_of(self, pid: int) -> str | None:
+        proc = self._processes.get(pid)
+        return proc.attribution.function if proc else None
+
+
+def top_k(calls: Mapping[str, CallStats], k: int) -> dict[str, CallStats]:
+    """The k most frequent names plus `other` (bounded label values)."""
+    ordered = sorted(calls.items(), key=lambda item: (-item[1].count, item[0]))
+    kept = dict(ordered[:k])
+    rest = CallStats()
+    for _name, stats in ordered[k:]:
+        rest = rest + stats
+    if rest.count:
+        kept[OTHER_SYSCALLS] = kept.get(OTHER_SYSCALLS, CallStats()) + rest
+    return kept
+
+
+def cgroup_memory_mb(pid: int) -> int | None:
+    """The memory limit of the process's cgroup (v2 memory.max or v1 limit), if any."""
+    try:
+        lines = open(f"/proc/{pid}/cgroup").read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _id, controllers, path = line.split(":", 2)
+        candidates = []
+        if controllers == "":
+            candidates.append(f"/sys/fs/cgroup{path}/memory.max")
+        if "memory" in controllers.split(","):
+            candidates.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+        for candidate in candidates:
+            try:
+                value = open(candidate).read().strip()
+            except OSError:
+                continue
+            if value.isdigit() and int(value) < (1 << 50):
+                return max(1, int(value) // (1024 * 1024))
+    return None

@@ -1,0 +1,193 @@
+"""Serving /metrics: plain HTTP, or TLS and basic auth from a web config file.
+
+The web config uses the format Prometheus exporters share:
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      client_ca_file: ca.crt                         # optional
+      client_auth_type: RequireAndVerifyClientCert    # with client_ca_file
+    basic_auth_users:
+      prometheus: $2b$12$...                          # bcrypt hashes only
+
+With TLS on, the socket speaks only TLS: a plaintext request fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any, Callable, Iterable, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import bcrypt
+import yaml
+from prometheus_client import make_wsgi_app
+from prometheus_client.registry import CollectorRegistry
+
+from profiler.errors import ConfigError, InputError
+
+_CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPTIONAL,
+                "RequireAnyClientCert": ssl.CERT_REQUIRED, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+                "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    client_auth_type: str = "NoClientCert"
+    users: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+
+def load_web_config(path: str | Path | None) -> WebConfig:
+    if path is None:
+        return WebConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read web config: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: web config is not valid YAML") from err
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: web config must be a mapping")
+    unknown = set(data) - {"tls_server_config", "basic_auth_users", "http_server_config"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown web config key {sorted(unknown)[0]!r}")
+    tls = data.get("tls_server_config") or {}
+    users = data.get("basic_auth_users") or {}
+    if not isinstance(tls, dict) or not isinstance(users, dict):
+        raise ConfigError(f"{path}: tls_server_config and basic_auth_users must be mappings")
+    base = path.parent
+
+    def file_field(key: str) -> str | None:
+        value = tls.get(key)
+        if value is None:
+            return None
+        resolved = (base / str(value)) if not Path(str(value)).is_absolute() else Path(str(value))
+        if not resolved.is_file():
+            raise ConfigError(f"{path}: tls_server_config.{key}: no such file {resolved}")
+        return str(resolved)
+
+    cert, key, ca = file_field("cert_file"), file_field("key_file"), file_field("client_ca_file")
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{path}: tls_server_config needs both cert_file and key_file")
+    auth_type = str(tls.get("client_auth_type", "RequireAndVerifyClientCert" if ca else "NoClientCert"))
+    if auth_type not in _CLIENT_AUTH:
+        raise ConfigError(f"{path}: tls_server_config.client_auth_type {auth_type!r} is not one of "
+                          f"{', '.join(_CLIENT_AUTH)}")
+    hashes: dict[str, bytes] = {}
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ConfigError(f"{path}: basic_auth_users.{user}: not a bcrypt hash")
+        hashes[str(user)] = hashed.encode()
+    return WebConfig(cert, key, ca, auth_type, hashes)
+
+
+def _ssl_context(config: WebConfig) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        assert config.cert_file and config.key_file
+        context.load_cert_chain(config.cert_file, config.key_file)
+        if config.client_ca_file:
+            context.load_verify_locations(config.client_ca_file)
+    except (ssl.SSLError, OSError) as err:
+        raise ConfigError(f"TLS certificate or key unusable: {err}") from err
+    context.verify_mode = _CLIENT_AUTH[config.client_auth_type]
+    return context
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def with_basic_auth(app: WSGIApp, users: Mapping[str, bytes]) -> WSGIApp:
+    """Check credentials against bcrypt hashes; 401 otherwise."""
+    cache: dict[tuple[str, bytes], bool] = {}
+    lock = threading.Lock()
+
+    def check(header: str) -> bool:
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        hashed = users.get(user)
+        if hashed is None:
+            return False
+        key = (user, password.encode())
+        with lock:  # bcrypt is slow on purpose: remember good answers
+            if key not in cache:
+                cache[key] = bcrypt.checkpw(password.encode(), hashed)
+            return cache[key]
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if check(environ.get("HTTP_AUTHORIZATION", "")):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="fntax"'),
+                                            ("Content-Type", "text/plain")])
+        return [b"Unauthorized\n"]
+
+    return guarded
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _TLSServer(_ThreadingServer):
+    ssl_context: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        assert self.ssl_context is not None
+        return self.ssl_context.wrap_socket(sock, server_side=True), addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # failed handshakes (plaintext clients, bad certificates) are refused quietly
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--listen {listen!r}: expected ADDRESS:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serve(registry: CollectorRegistry, listen: str, config: WebConfig) -> tuple[WSGIServer, threading.Thread]:
+    host, port = parse_listen(listen)
+    app: WSGIApp = make_wsgi_app(registry)
+    if config.users:
+        app = with_basic_auth(app, config.users)
+    server_class = _TLSServer if config.tls else _ThreadingServer
+    if config.tls:
+        _TLSServer.ssl_context = _ssl_context(config)
+    try:
+        server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise InputError(f"cannot listen on {host}:{port}: address already in use") from err
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror}") from err
+    thread = threading.Thread(target=server.serve_forever, name="fntax-http", daemon=True)
+    thread.start()
+    return server, thread
