@@ -31,21 +31,23 @@ _SONAMES = {
     "liblz4": ("liblz4.so.1", "liblz4.so"),
 }
 
-# Decoder entry points only: deflate, compress, ZSTD_compress*, encoders are not here.
+# Decoder entry points only (deflate, compress, ZSTD_compress*, encoders are
+# not here), and only the ones every decode passes through: one-shot helpers
+# that call these (uncompress -> inflate, BZ2_bzBuffToBuffDecompress ->
+# BZ2_bzDecompress, ZSTD_decompress_usingDict -> internal) are covered by
+# them. Each uprobe costs ~0.1 s to detach (the kernel waits for a grace
+# period per probe), so the list stays short.
 _PLAIN = {
-    "libz": ("inflate", "inflateBack", "uncompress", "uncompress2"),
-    "libzstd": ("ZSTD_decompress", "ZSTD_decompressDCtx", "ZSTD_decompressStream",
-                "ZSTD_decompress_usingDict", "ZSTD_decompress_usingDDict", "ZSTD_decompressBlock"),
-    "liblzma": ("lzma_stream_buffer_decode", "lzma_raw_buffer_decode", "lzma_block_buffer_decode"),
-    "libbz2": ("BZ2_bzDecompress", "BZ2_bzBuffToBuffDecompress"),
-    "liblz4": ("LZ4_decompress_safe", "LZ4_decompress_fast", "LZ4_decompress_safe_partial",
-               "LZ4_decompress_safe_usingDict", "LZ4_decompress_fast_usingDict", "LZ4F_decompress"),
+    "libz": ("inflate",),
+    "libzstd": ("ZSTD_decompress", "ZSTD_decompressDCtx", "ZSTD_decompressStream", "ZSTD_decompress_usingDDict"),
+    "liblzma": ("lzma_stream_buffer_decode", "lzma_raw_buffer_decode"),
+    "libbz2": ("BZ2_bzDecompress",),
+    "liblz4": ("LZ4_decompress_safe", "LZ4_decompress_fast", "LZ4F_decompress"),
 }
-_LZMA_DECODER_INITS = ("lzma_stream_decoder", "lzma_auto_decoder", "lzma_alone_decoder",
-                       "lzma_raw_decoder", "lzma_lzip_decoder", "lzma_stream_decoder_mt",
-                       "lzma_microlzma_decoder")
-_LZMA_FORGET = ("lzma_end", "lzma_easy_encoder", "lzma_stream_encoder", "lzma_alone_encoder",
-                "lzma_raw_encoder", "lzma_stream_encoder_mt", "lzma_microlzma_encoder")
+_LZMA_DECODER_INITS = ("lzma_stream_decoder", "lzma_auto_decoder", "lzma_alone_decoder", "lzma_raw_decoder")
+# lzma_end retires a decoder stream (a stream reused as an encoder without
+# lzma_end would stay marked: no library user does that).
+_LZMA_FORGET = ("lzma_end",)
 
 RETURN_FN = "fntax_decomp_return"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from concurrent.futures import ThreadPoolExecutor
 import os
 import time
 from dataclasses import dataclass, field
@@ -184,6 +185,7 @@ class KernelProbes:
         self._decomp_libraries: dict[int, str] = dict(enumerate(decompress_targets.LIBRARIES))
         self._syscall_names: dict[int, str] = {}
         self._stats_fd: int | None = None
+        self._events_table: Any = None
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> KernelProbes:
@@ -249,6 +251,16 @@ class KernelProbes:
         """Detach every probe and free every map (idempotent)."""
         if self._bpf is not None:
             bpf, self._bpf = self._bpf, None
+            if self._events_table is not None:
+                # Close the perf buffers while the map still exists: bcc's
+                # own finaliser would try after cleanup() and print a traceback.
+                for key in list(self._events_table._open_key_fds):
+                    del self._events_table[key]
+                self._events_table = None
+            # Each uprobe's release waits for a kernel grace period (~0.1 s);
+            # releasing them from several threads overlaps the waits.
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(bpf.detach_uprobe_event, list(bpf.uprobe_fds)))
             bpf.cleanup()
         if self._stats_fd is not None:
             os.close(self._stats_fd)
@@ -391,6 +403,7 @@ class KernelProbes:
             on_event(int(ev.type), int(ev.pid), int(ev.ppid), int(ev.ts_ns))
 
         table.open_perf_buffer(handle, page_cnt=256, lost_cb=self._lost)
+        self._events_table = table
 
     def _lost(self, count: int) -> None:
         self.events_lost += count
