@@ -49,7 +49,7 @@ class ProcessFacts:
     start_time: int  # clock ticks since boot (/proc/PID/stat field 22)
     comm: str
     cmdline: str
-    cgroup: str
+    cgroup: str  # the process's cgroup path in each hierarchy, one per line
     environ: Mapping[str, str]
 
 
@@ -206,7 +206,9 @@ def read_facts(pid: int, proc: Path = Path("/proc")) -> ProcessFacts | None:
         comm = stat[stat.index("(") + 1: stat.rindex(")")]
         start_time = int(stat[stat.rindex(")") + 2:].split()[19])
         cmdline = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        cgroup = (base / "cgroup").read_text().strip().splitlines()[-1].split(":", 2)[-1]
+        # Every hierarchy's path, one per line: a rule's pattern may match any
+        # (cgroup v1 hosts list one line per controller).
+        cgroup = "\n".join(line.split(":", 2)[-1] for line in (base / "cgroup").read_text().splitlines())
         environ: dict[str, str] = {}
         try:
             for item in (base / "environ").read_bytes().split(b"\0"):
