@@ -1,0 +1,127 @@
+"""Per-function totals under churn (no kernel): inheritance, exit folding, bounds."""
+
+from __future__ import annotations
+
+from profiler.aggregate import EXITED, Aggregator, top_k
+from profiler.attribution import ProcessFacts, load_rules
+from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
+
+FACTS: dict[int, ProcessFacts] = {}
+
+
+def _facts(pid: int) -> ProcessFacts | None:
+    return FACTS.get(pid)
+
+
+def _proc(pid: int, fn: str | None, comm: str = "python3") -> None:
+    FACTS[pid] = ProcessFacts(pid=pid, start_time=pid * 10, comm=comm, cmdline=comm, cgroup="/",
+                              environ={"AWS_LAMBDA_FUNCTION_NAME": fn} if fn else {})
+
+
+def _sample(pid: int, syscalls: int, exited: bool = False) -> ProcessSample:
+    return ProcessSample(pid=pid, comm="x", workload=1, exited=exited, counters=Counters(syscalls=syscalls),
+                         syscalls_by_name={"read": CallStats(syscalls, syscalls)})
+
+
+def _snap(*samples: ProcessSample) -> KernelSnapshot:
+    return KernelSnapshot(processes=samples, map_update_failures={}, taken_at_ns=0)
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _totals(agg: Aggregator) -> dict[str, int]:
+    return {v.function: v.counters.syscalls for v in agg.view()}
+
+
+def test_children_inherit_and_totals_stay_monotonic_across_exits() -> None:
+    FACTS.clear()
+    clock = Clock()
+    agg = Aggregator(load_rules(None), retention_seconds=10, facts=_facts, clock=clock)
+    _proc(100, "resize")
+    agg.on_fork(100, 1, 0)
+    _proc(101, None)  # a child with no rule of its own
+    agg.on_fork(101, 100, 0)
+    agg.on_fork(102, 100, 0)  # gone before /proc could be read: still the parent's
+    agg.update(_snap(_sample(100, 5), _sample(101, 7), _sample(102, 1)))
+    assert _totals(agg)["resize"] == 13
+    done = agg.update(_snap(_sample(100, 6), _sample(101, 9, exited=True), _sample(102, 2, exited=True)))
+    assert sorted(done) == [101, 102]
+    assert _totals(agg)["resize"] == 17
+    # the maps dropped 101 and 102; totals do not go down
+    assert _totals(agg)["resize"] == 17 == sum(_totals(agg).values()) - _totals(agg).get("host", 0)
+
+
+def test_idle_function_folds_into_exited_after_retention() -> None:
+    FACTS.clear()
+    clock = Clock()
+    agg = Aggregator(load_rules(None), retention_seconds=10, facts=_facts, clock=clock)
+    _proc(200, "thumbs")
+    agg.on_fork(200, 1, 0)
+    agg.update(_snap(_sample(200, 4, exited=True)))
+    assert _totals(agg) == {"thumbs": 4}
+    clock.now = 5
+    agg.update(_snap())
+    assert "thumbs" in _totals(agg)
+    clock.now = 16
+    agg.update(_snap())
+    assert _totals(agg) == {EXITED: 4}
+
+
+def test_reused_pid_is_a_new_process() -> None:
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    _proc(300, "a")
+    agg.on_fork(300, 1, 0)
+    agg.update(_snap(_sample(300, 3, exited=True)))
+    _proc(300, "b")  # same pid, new process
+    agg.on_fork(300, 1, 99)
+    agg.update(_snap(_sample(300, 1)))
+    assert _totals(agg) == {"a": 3, "b": 1}
+
+
+def test_exec_can_rename_a_process() -> None:
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    _proc(400, None, comm="bash")
+    agg.on_fork(400, 1, 0)
+    _proc(400, "late-named")
+    agg.on_exec(400)
+    agg.update(_snap(_sample(400, 2)))
+    assert _totals(agg)["late-named"] == 2 and _totals(agg).get("host", 0) == 0
+
+
+def test_top_k_keeps_bounded_names() -> None:
+    calls = {f"sys{i}": CallStats(i, i) for i in range(1, 30)}
+    kept = top_k(calls, 5)
+    assert len(kept) == 6 and kept["other"].count == sum(range(1, 25))
+
+
+def test_series_stay_bounded_at_1000_functions() -> None:
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), top_syscalls=8, facts=_facts, clock=Clock())
+    samples = []
+    for i in range(1000):
+        pid = 10_000 + i
+        _proc(pid, f"fn-{i}")
+        agg.on_fork(pid, 1, 0)
+        samples.append(ProcessSample(pid=pid, comm="x", workload=1, exited=False, counters=Counters(syscalls=50),
+                                     syscalls_by_name={f"s{j}": CallStats(1, 1) for j in range(50)}))
+    agg.update(_snap(*samples))
+    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client import generate_latest
+
+    from profiler.exporter import AgentSource, FntaxCollector, SelfStats
+    from profiler.tax import HostCosts
+
+    registry = CollectorRegistry()
+    registry.register(FntaxCollector(AgentSource(agg.view, lambda: SelfStats((), {}, {}, {}, {}),
+                                                 HostCosts(1e-6, 1e-6, 1e-7, 1e-9), 0.0000166667)))
+    text = generate_latest(registry).decode()
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(series) < 30_000, len(series)
+    assert 'fntax_syscalls_by_name_total{function="fn-7",kind="process",syscall="other"}' in text
