@@ -35,7 +35,7 @@ class AgentSettings:
     rules_path: str | None = None
     web_config_path: str | None = None
     retention_seconds: float = 300.0
-    top_syscalls: int = 8
+    top_syscalls: int = 7
     interval_seconds: float = 1.0
     prices: str = "x86_64"
     default_memory_mb: int = 128

@@ -56,7 +56,7 @@ class FunctionView:
 
 
 class Aggregator:
-    def __init__(self, rules: Rules, retention_seconds: float = 300.0, top_syscalls: int = 8,
+    def __init__(self, rules: Rules, retention_seconds: float = 300.0, top_syscalls: int = 7,
                  facts: Callable[[int], ProcessFacts | None] = read_facts,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rules = rules

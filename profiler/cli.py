@@ -268,7 +268,7 @@ def baseline_list() -> None:
               help="TLS and basic auth, in the Prometheus exporters' web config format.")
 @click.option("--retention", "retention_seconds", type=float, default=300.0, show_default=True,
               help="Seconds an exited function's series stay before folding into function=\"_exited\".")
-@click.option("--top-syscalls", type=click.IntRange(1, 100), default=8, show_default=True,
+@click.option("--top-syscalls", type=click.IntRange(1, 100), default=7, show_default=True,
               help="Per-function syscall names kept (the rest become \"other\"); with the default, "
                    "1,000 functions make under 30,000 series.")
 @click.option("--interval", "interval_seconds", type=float, default=1.0, show_default=True,

@@ -103,7 +103,7 @@ def test_top_k_keeps_bounded_names() -> None:
 
 def test_series_stay_bounded_at_1000_functions() -> None:
     FACTS.clear()
-    agg = Aggregator(load_rules(None), top_syscalls=8, facts=_facts, clock=Clock())
+    agg = Aggregator(load_rules(None), top_syscalls=7, facts=_facts, clock=Clock())
     samples = []
     for i in range(1000):
         pid = 10_000 + i
