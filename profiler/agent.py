@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Callable
@@ -40,6 +41,10 @@ class AgentSettings:
     prices: str = "x86_64"
     default_memory_mb: int = 128
     bpf_stats: bool = True
+    # BPF statistics double each probe's cost, so the agent samples them:
+    # on for stats_window seconds in every stats_period.
+    stats_period_seconds: float = 30.0
+    stats_window_seconds: float = 1.0
     max_procs: int = 16384
     max_tasks: int = 65536
 
@@ -72,8 +77,7 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------
     def run(self) -> None:
         costs = host_costs(ensure_calibration(progress=self.say))
-        options = ProbeOptions(trace_all=True, events=True, run_time_stats=self.settings.bpf_stats,
-                               measure_probe_costs=False, max_procs=self.settings.max_procs,
+        options = ProbeOptions(trace_all=True, events=True, run_time_stats=False, measure_probe_costs=False, max_procs=self.settings.max_procs,
                                max_tasks=self.settings.max_tasks)
         registry = CollectorRegistry()
         registry.register(FntaxCollector(AgentSource(self.functions, self.self_stats, costs,
@@ -104,7 +108,18 @@ class Agent:
             self._stop.set()
 
     def _loop(self, probes: KernelProbes) -> None:
+        next_window = time.monotonic() + 2.0
+        window_ends: float | None = None
         while not self._stop.is_set():
+            if self.settings.bpf_stats:
+                now = time.monotonic()
+                if window_ends is None and now >= next_window:
+                    probes.set_run_time_stats(True)
+                    window_ends = now + self.settings.stats_window_seconds
+                elif window_ends is not None and now >= window_ends:
+                    probes.set_run_time_stats(False)
+                    window_ends = None
+                    next_window = now + self.settings.stats_period_seconds
             # Events arrive within ~100 ms: short-lived processes are
             # attributed while /proc still describes them.
             for _ in range(max(1, int(self.settings.interval_seconds / 0.1))):

@@ -144,13 +144,18 @@ class FntaxCollector(Collector):
         attached = GaugeMetricFamily("fntax_probe_attached", "1 for each attached probe.", labels=[LABEL_PROBE])
         for probe in stats.probes_attached:
             attached.add_metric([probe], 1)
-        runs = CounterMetricFamily("fntax_probe_runs", "Probe program runs (kernel BPF statistics).",
+        sampled = " Counted only while the agent samples BPF statistics (see --help)."
+        runs = CounterMetricFamily("fntax_probe_runs", "Probe program runs (kernel BPF statistics)." + sampled,
                                    labels=[LABEL_PROBE])
-        run_s = CounterMetricFamily("fntax_probe_run_seconds", "Probe program run time (kernel BPF statistics).",
-                                    labels=[LABEL_PROBE])
+        run_s = CounterMetricFamily("fntax_probe_run_seconds",
+                                    "Probe program run time (kernel BPF statistics)." + sampled, labels=[LABEL_PROBE])
+        mean = GaugeMetricFamily("fntax_probe_mean_run_seconds", "Mean run time of each probe program.",
+                                 labels=[LABEL_PROBE])
         for probe, (count, ns) in stats.probe_runs.items():
             runs.add_metric([probe], count)
             run_s.add_metric([probe], _s(ns))
+            if count:
+                mean.add_metric([probe], _s(ns) / count)
         entries = GaugeMetricFamily("fntax_map_entries", "Entries in each bounded BPF map.", labels=[LABEL_MAP])
         capacity = GaugeMetricFamily("fntax_map_capacity", "Capacity of each bounded BPF map.", labels=[LABEL_MAP])
         for name, value in stats.map_entries.items():
@@ -168,7 +173,7 @@ class FntaxCollector(Collector):
         rss.add_metric([], _rss_bytes())
         errors = CounterMetricFamily("fntax_collect_errors", "Scrapes whose collection failed in part.")
         errors.add_metric([], self.source.errors[0])
-        yield from (attached, runs, run_s, entries, capacity, failures, cpu, rss, errors)
+        yield from (attached, runs, run_s, mean, entries, capacity, failures, cpu, rss, errors)
 
 
 def _rss_bytes() -> int:

@@ -338,11 +338,19 @@ class KernelProbes:
         gen[gen.Key(0)] = gen.Leaf(gen[gen.Key(0)].value + 1)
 
     # -- reading -------------------------------------------------------------
+    def set_run_time_stats(self, on: bool) -> None:
+        """Turn the kernel's BPF run-time statistics on or off (they cost every probe run)."""
+        if on and self._stats_fd is None:
+            self._stats_fd = _enable_bpf_stats()
+        elif not on and self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
+
     def program_stats(self) -> dict[str, ProgramStats]:
         """Run count and run time of each loaded program, by probe name.
 
         Empty when the kernel would not enable BPF statistics."""
-        if self._stats_fd is None or self._bpf is None:
+        if self._bpf is None:
             return {}
         stats: dict[str, ProgramStats] = {}
         for name, func in self._bpf.funcs.items():
