@@ -13,6 +13,7 @@ round so machine noise hits all of them alike:
                 as `fntax profile` runs them
   fntax+stats   the same with kernel BPF run-time statistics left on throughout
   fntax idle    all fntax probes, dd not tracked (every other process on the host)
+  fntax agent   the agent's probes: every process tracked, process events on
 
 Added cost per syscall = (median time - median time with no probes) / syscalls.
 Goals (issue 2): fntax <= 1.25x floor, fntax <= 0.5x syscount -L.
@@ -130,6 +131,12 @@ def main() -> None:
                 return run_dd(args.count, probes.track if tracked else None)
         return run
 
+    def with_agent_probes() -> float:
+        # The agent's configuration: every process tracked, fork/exec/exit events on.
+        with KernelProbes(ProbeOptions(trace_all=True, events=True, measure_probe_costs=False)) as probes:
+            probes.open_events(lambda *_event: None)
+            return run_dd(args.count)
+
     def with_syscount() -> float:
         with Syscount():
             return run_dd(args.count)
@@ -142,6 +149,7 @@ def main() -> None:
         "fntax": with_fntax(True, False),
         "fntax+stats": with_fntax(True, True),
         "fntax idle": with_fntax(False, False),
+        "fntax agent": with_agent_probes,
     }
     times: dict[str, list[float]] = {name: [] for name in configs}
     print(f"bench: dd bs=1 count={args.count} ({syscalls:,} syscalls), {args.rounds} interleaved rounds; "
@@ -163,6 +171,9 @@ def main() -> None:
     goal_sc = fntax <= 0.5 * added["syscount -L"]
     print(f"\ngoal fntax <= 1.25x floor:        {'PASS' if goal_floor else 'MISS'} ({fntax / added['floor']:.2f}x)")
     print(f"goal fntax <= 0.5x syscount -L:   {'PASS' if goal_sc else 'MISS'} ({fntax / added['syscount -L']:.2f}x)")
+    agent = added["fntax agent"]
+    print(f"with the agent attached:          {'PASS' if agent <= 1.25 * added['floor'] else 'MISS'}"
+          f" ({agent / added['floor']:.2f}x floor, {agent / added['syscount -L']:.2f}x syscount -L)")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ from types import FrameType
 from typing import Callable
 
 import psutil
+from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from profiler.aggregate import Aggregator, FunctionView
 from profiler.attribution import Rules, load_rules
 from profiler.calibrate import ensure_calibration
 from profiler.cost import price_table
-from profiler.exporter import AgentSource, FntaxCollector, SelfStats
+from profiler.exporter import AgentSource, FntaxCollector, SelfStats, render_functions
 from profiler.kernel import KernelProbes, ProbeOptions
 from profiler.session import host_costs
 from profiler.webserver import load_web_config, serve
@@ -64,6 +65,8 @@ class Agent:
         self._view: list[FunctionView] = []
         self._self: SelfStats = SelfStats((), {}, {}, {}, {})
         self.probes: KernelProbes | None = None
+        self._rendered: bytes = b""
+        self._rendered_for: list[FunctionView] | None = None
 
     # -- the collector reads these (HTTP thread) ---------------------------------
     def functions(self) -> list[FunctionView]:
@@ -74,20 +77,35 @@ class Agent:
         with self._lock:
             return self._self
 
+    def metrics_body(self) -> bytes:
+        """One scrape: per-function families (re-rendered only when the view changed) + self-metrics."""
+        started = time.perf_counter()
+        with self._lock:
+            view = self._view
+            cached = self._rendered if self._rendered_for is view else None
+        if cached is None:
+            cached = render_functions(view, self._source)
+            with self._lock:
+                self._rendered, self._rendered_for = cached, view
+        body = cached + generate_latest(self._registry)
+        self._source.last_scrape_seconds[0] = time.perf_counter() - started
+        return body
+
     # -- lifecycle ---------------------------------------------------------------
     def run(self) -> None:
         costs = host_costs(ensure_calibration(progress=self.say))
         options = ProbeOptions(trace_all=True, events=True, run_time_stats=False, measure_probe_costs=False, max_procs=self.settings.max_procs,
                                max_tasks=self.settings.max_tasks)
-        registry = CollectorRegistry()
-        registry.register(FntaxCollector(AgentSource(self.functions, self.self_stats, costs,
-                                                     self.prices.gb_second, self.settings.default_memory_mb)))
+        self._source = AgentSource(self.functions, self.self_stats, costs, self.prices.gb_second,
+                                   self.settings.default_memory_mb)
+        self._registry = CollectorRegistry()
+        self._registry.register(FntaxCollector(self._source))
         self.say("loading probes (system-wide)")
         with KernelProbes(options) as probes:
             self.probes = probes
             probes.open_events(self._on_event)
             self._aggregator.seed(_running_processes())
-            server, _thread = serve(registry, self.settings.listen, self.web_config)
+            server, _thread = serve(self.metrics_body, self.settings.listen, self.web_config)
             scheme = "https" if self.web_config.tls else "http"
             self.say(f"serving metrics on {scheme}://{self.settings.listen}/metrics")
             previous = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGTERM, signal.SIGINT,

@@ -161,8 +161,8 @@ class Aggregator:
                 last = self._processes[pid].last
                 if last is not None:
                     counters = counters + last.counters
-                    syscalls = merge_calls(syscalls, last.syscalls_by_name)
-                    decomp = merge_calls(decomp, last.decompression_by_library)
+                    _accumulate(syscalls, last.syscalls_by_name)
+                    _accumulate(decomp, last.decompression_by_library)
             views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), counters,
                                       top_k(syscalls, self.top_syscalls), decomp))
         return views
@@ -170,6 +170,12 @@ class Aggregator:
     def function_of(self, pid: int) -> str | None:
         proc = self._processes.get(pid)
         return proc.attribution.function if proc else None
+
+
+def _accumulate(into: dict[str, CallStats], more: Mapping[str, CallStats]) -> None:
+    for name, stats in more.items():
+        have = into.get(name)
+        into[name] = stats if have is None else have + stats
 
 
 def top_k(calls: Mapping[str, CallStats], k: int) -> dict[str, CallStats]:

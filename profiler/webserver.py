@@ -28,8 +28,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bcrypt
 import yaml
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from profiler.errors import ConfigError, InputError
 
@@ -174,9 +173,22 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(registry: CollectorRegistry, listen: str, config: WebConfig) -> tuple[WSGIServer, threading.Thread]:
+def metrics_app(body: Callable[[], bytes]) -> WSGIApp:
+    """/metrics in the Prometheus text format (0.0.4); 404 elsewhere."""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") not in ("/metrics", "/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"Not found: try /metrics\n"]
+        payload = body()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                                  ("Content-Length", str(len(payload)))])
+        return [payload]
+    return app
+
+
+def serve(body: Callable[[], bytes], listen: str, config: WebConfig) -> tuple[WSGIServer, threading.Thread]:
     host, port = parse_listen(listen)
-    app: WSGIApp = make_wsgi_app(registry)
+    app: WSGIApp = metrics_app(body)
     if config.users:
         app = with_basic_auth(app, config.users)
     server_class = _TLSServer if config.tls else _ThreadingServer

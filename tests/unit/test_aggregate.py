@@ -112,16 +112,17 @@ def test_series_stay_bounded_at_1000_functions() -> None:
         samples.append(ProcessSample(pid=pid, comm="x", workload=1, exited=False, counters=Counters(syscalls=50),
                                      syscalls_by_name={f"s{j}": CallStats(1, 1) for j in range(50)}))
     agg.update(_snap(*samples))
-    from prometheus_client.registry import CollectorRegistry
-    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
 
-    from profiler.exporter import AgentSource, FntaxCollector, SelfStats
+    from profiler.exporter import AgentSource, SelfStats, render_functions
     from profiler.tax import HostCosts
 
-    registry = CollectorRegistry()
-    registry.register(FntaxCollector(AgentSource(agg.view, lambda: SelfStats((), {}, {}, {}, {}),
-                                                 HostCosts(1e-6, 1e-6, 1e-7, 1e-9), 0.0000166667)))
-    text = generate_latest(registry).decode()
+    source = AgentSource(agg.view, lambda: SelfStats((), {}, {}, {}, {}), HostCosts(1e-6, 1e-6, 1e-7, 1e-9),
+                         0.0000166667)
+    text = render_functions(agg.view(), source).decode()
+    # The hand-rendered exposition parses as Prometheus text.
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"fntax_syscalls", "fntax_tax_seconds", "fntax_syscalls_by_name"} <= families
     series = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert len(series) < 30_000, len(series)
     assert 'fntax_syscalls_by_name_total{function="fn-7",kind="process",syscall="other"}' in text
