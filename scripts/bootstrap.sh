@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Debian packages ---------------------------------------------------------
-PKGS=(python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip linux-perf gcc libc6-dev binutils
+PKGS=(python3-bpfcc bpfcc-tools bpftool python3-venv python3-pip linux-perf gcc libc6-dev binutils openssl
       prometheus qemu-system-x86
       zlib1g liblzma5 libzstd1 libbz2-1.0 liblz4-1 xz-utils zstd bzip2 lz4 gzip)
 missing=()
