@@ -19,18 +19,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import FNTAX, WORKLOADS  # type: ignore[import-not-found]
+from conftest import FNTAX, WORKLOADS, free_port  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.bpf
 # Any hierarchy will do for a cgroup rule: v1's pids controller, else the v2 root.
 _ROOT = Path("/sys/fs/cgroup/pids") if Path("/sys/fs/cgroup/pids").is_dir() else Path("/sys/fs/cgroup")
 CGROUP = _ROOT / "fntax-test" / "fn-cgroup"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_http(url: str, seconds: float = 60) -> None:
@@ -60,7 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                      "    kind: container\n"
                      "  - cmdline: 'handler_(?P<function>\\w+)'\n"
                      "unmatched: host\n")
-    agent_port, prom_port = _free_port(), _free_port()
+    agent_port, prom_port = free_port(), free_port()
     agent = subprocess.Popen([FNTAX, "agent", "-q", "--listen", f"127.0.0.1:{agent_port}", "--config", str(rules),
                               "--interval", "0.5"], stderr=subprocess.PIPE, text=True)
     (tmp / "prometheus.yml").write_text(

@@ -16,15 +16,9 @@ from typing import Iterator
 import bcrypt
 import pytest
 
-from conftest import FNTAX  # type: ignore[import-not-found]
+from conftest import FNTAX, free_port, programs_held_by, wait_programs_gone  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.bpf
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _openssl(*args: str) -> None:
@@ -69,7 +63,7 @@ def secured(pki: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     web.write_text(f"tls_server_config:\n  cert_file: {pki / 'server.crt'}\n  key_file: {pki / 'server.key'}\n"
                    f"  client_ca_file: {pki / 'ca.crt'}\n  client_auth_type: RequireAndVerifyClientCert\n"
                    f"basic_auth_users:\n  prom: '{hashed}'\n")
-    port = _free_port()
+    port = free_port()
     proc = _start(port, "--web-config", str(web))
     try:
         _wait_port(port, proc)
@@ -113,7 +107,7 @@ def test_tls_client_certs_and_basic_auth(secured: tuple[int, Path]) -> None:
     ("port", "address already in use"),
 ])
 def test_bad_config_unreadable_web_config_busy_port(tmp_path: Path, setup: str, needle: str) -> None:
-    port = _free_port()
+    port = free_port()
     args: list[str] = []
     blocker = None
     if setup == "rules":
@@ -139,14 +133,10 @@ def test_bad_config_unreadable_web_config_busy_port(tmp_path: Path, setup: str, 
 def test_sigterm_detaches_and_sighup_reloads(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - env: FN_A\n")
-    port = _free_port()
+    port = free_port()
     proc = _start(port, "--config", str(rules), "--interval", "0.5")
     _wait_port(port, proc)
-    held = set()
-    for info in Path(f"/proc/{proc.pid}/fdinfo").iterdir():
-        for line in info.read_text().splitlines():
-            if line.startswith("prog_id:"):
-                held.add(int(line.split()[1]))
+    held = programs_held_by(proc.pid)
     assert held
     rules.write_text("rules:\n  - env: FN_B\n")
     proc.send_signal(1)  # SIGHUP
@@ -161,9 +151,4 @@ def test_sigterm_detaches_and_sighup_reloads(tmp_path: Path) -> None:
     proc.terminate()
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err
-    out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True).stdout
-    deadline = time.monotonic() + 10
-    while held & {int(p["id"]) for p in json.loads(out)} and time.monotonic() < deadline:
-        time.sleep(0.2)
-        out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True).stdout
-    assert not held & {int(p["id"]) for p in json.loads(out)}
+    assert wait_programs_gone(held), "BPF programs left loaded"

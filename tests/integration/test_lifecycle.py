@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-FNTAX = str(Path(sys.executable).with_name("fntax"))
+from conftest import FNTAX, programs_held_by, wait_programs_gone  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.bpf
 
@@ -26,23 +26,6 @@ def _requires_root() -> None:
         pytest.skip("needs root to load eBPF probes")
 
 
-def _bpf_program_ids() -> set[int]:
-    """Every BPF program loaded on the host, as the kernel lists them."""
-    out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True)
-    return {int(p["id"]) for p in json.loads(out.stdout or "[]")}
-
-
-def _programs_held_by(pid: int) -> set[int]:
-    """Program ids behind the process's file descriptors (/proc fdinfo)."""
-    ids = set()
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            for line in info.read_text().splitlines():
-                if line.startswith("prog_id:"):
-                    ids.add(int(line.split()[1]))
-        except OSError:
-            continue
-    return ids
 
 
 def _probe_events() -> str:
@@ -111,7 +94,7 @@ def test_signal_writes_capture_and_detaches_everything(tmp_path: Path, sig: sign
         assert time.monotonic() < deadline, "workload never started"
         time.sleep(0.05)
     time.sleep(0.3)
-    held = _programs_held_by(proc.pid)
+    held = programs_held_by(proc.pid)
     assert len(held) >= 10, "all probe families should be loaded during the capture"
     proc.send_signal(sig)
     _stdout, stderr = proc.communicate(timeout=30)
@@ -122,11 +105,7 @@ def test_signal_writes_capture_and_detaches_everything(tmp_path: Path, sig: sign
     assert capture["workload"]["processes"] >= 1
     # The shell ran: it made syscalls (touch was a fork+exec) before the signal.
     assert capture["workload"]["syscalls"]["count"] > 0
-    # The kernel frees programs after an RCU grace period: allow it a moment.
-    deadline = time.monotonic() + 10
-    while held & _bpf_program_ids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not held & _bpf_program_ids(), "BPF programs left loaded"
+    assert wait_programs_gone(held), "BPF programs left loaded"
     assert _probe_events() == before_events, "probe events left in tracefs"
     assert not list(tmp_path.glob(".capture.json.*")), "temporary file left behind"
 
