@@ -41,7 +41,7 @@ def scrape_at_scale(functions: int = 1000) -> None:
     for i in range(functions):
         for j in range(2):
             pid = 100_000 + 2 * i + j
-            facts[pid] = ProcessFacts(pid, pid, "python3", "python3 handler.py", "/",
+            facts[pid] = ProcessFacts(pid, pid, pid, "python3", "python3 handler.py", "/",
                                       {"AWS_LAMBDA_FUNCTION_NAME": f"fn-{i:04d}"})
             agg.on_fork(pid, 1, 0)
             samples.append(ProcessSample(pid, "python3", 1, False, Counters(syscalls=1000 + i, oncpu_ns=10**7),

@@ -177,6 +177,11 @@ class Agent:
 
     def _on_event(self, kind: int, pid: int, ppid: int, ts_ns: int) -> None:
         if kind == EV_FORK:
+            if self._aggregator.knows(pid):
+                # The pid was reused before the last fold drained its previous
+                # owner: fold now, so the old process's figures leave the map
+                # before the new one adds to it.
+                self.refresh()
             self._aggregator.on_fork(pid, ppid, ts_ns)
         elif kind == EV_EXEC:
             self._aggregator.on_exec(pid)

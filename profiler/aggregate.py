@@ -19,6 +19,7 @@ from profiler.attribution import HOST, Attribution, ProcessFacts, Rules, Workloa
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, merge_calls
 
 EXITED = "_exited"
+PENDING_SECONDS = 30.0
 OTHER_SYSCALLS = "other"
 
 
@@ -66,6 +67,8 @@ class Aggregator:
         self._clock = clock
         self._processes: dict[int, _Process] = {}
         self._functions: dict[str, _Function] = {}
+        # Decisions taken at fork for children not yet seen in the maps.
+        self._pending: dict[int, tuple[Attribution, float]] = {}
 
     # -- attribution ---------------------------------------------------------
     def _attribute(self, pid: int, parent: int | None, start: int) -> _Process:
@@ -93,13 +96,26 @@ class Aggregator:
             if pid not in self._processes:
                 self._attribute(pid, pending[pid], 0)
 
+    def knows(self, pid: int) -> bool:
+        return pid in self._processes
+
     def on_fork(self, child: int, parent: int, ts_ns: int) -> None:
-        if child in self._processes:
-            return
+        """Decide now, while /proc describes the child; it counts once it shows up in the maps.
+
+        A fork event does not say whether the child is a thread: a thread's
+        decision is simply never claimed, and expires."""
         facts = self._facts(child)
-        if facts is not None and facts.pid != child:
-            return
-        self._attribute(child, parent, ts_ns)
+        if facts is not None and facts.tgid != child:
+            return  # a thread: its process is attributed already
+        found = self.rules.attribute(facts) if facts is not None else None
+        if (found is None or found.function == HOST) and parent in self._processes:
+            found = self._processes[parent].attribution  # children inherit
+        elif (found is None or found.function == HOST) and parent in self._pending:
+            found = self._pending[parent][0]
+        found = found or Attribution(HOST, WorkloadKind.PROCESS)
+        if found.memory_mb is None and facts is not None:
+            found = Attribution(found.function, found.kind, cgroup_memory_mb(child))
+        self._pending[child] = (found, self._clock())
 
     def on_exec(self, pid: int) -> None:
         """A new program: a rule may now name it (the command line changed)."""
@@ -109,6 +125,10 @@ class Aggregator:
             return
         found = self.rules.attribute(facts)
         if proc is None:
+            pending = self._pending.get(pid)
+            if pending is not None and found.function == HOST:
+                return  # keep what it inherited at fork
+            self._pending.pop(pid, None)
             self._attribute(pid, None, 0)
         elif found.function != HOST and found.function != proc.attribution.function:
             self._functions[proc.attribution.function].live.discard(pid)
@@ -120,12 +140,15 @@ class Aggregator:
         """Take a snapshot of the maps; return exited pids whose entries can go."""
         done: list[int] = []
         for sample in snapshot.processes:
-            proc = self._processes.get(sample.pid) or self._attribute(sample.pid, None, 0)
+            proc = self._processes.get(sample.pid) or self._claim(sample.pid)
             proc.last = sample
             if sample.exited:
                 self._retire(proc)
                 done.append(sample.pid)
         now = self._clock()
+        for pid, (_found, since) in list(self._pending.items()):
+            if now - since > PENDING_SECONDS:
+                del self._pending[pid]  # a thread, or a process that never ran on our watch
         for fn in list(self._functions.values()):
             if fn.name == EXITED or fn.live:
                 continue
@@ -134,6 +157,21 @@ class Aggregator:
             elif now - fn.idle_since >= self.retention_seconds:
                 self._fold_into_exited(fn)
         return done
+
+    def _claim(self, pid: int) -> _Process:
+        """A process first seen in the maps: the fork-time decision, else decide now."""
+        pending = self._pending.pop(pid, None)
+        if pending is None:
+            return self._attribute(pid, None, 0)
+        found = pending[0]
+        proc = _Process(pid, 0, found)
+        self._processes[pid] = proc
+        fn = self._functions.get(found.function)
+        if fn is None:
+            fn = self._functions[found.function] = _Function(found.function, found.kind, found.memory_mb)
+        fn.live.add(pid)
+        fn.idle_since = None
+        return proc
 
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]

@@ -47,6 +47,7 @@ class ProcessFacts:
 
     pid: int
     start_time: int  # clock ticks since boot (/proc/PID/stat field 22)
+    tgid: int  # the process this task belongs to (a thread's tgid is not its pid)
     comm: str
     cmdline: str
     cgroup: str  # the process's cgroup path in each hierarchy, one per line
@@ -205,6 +206,11 @@ def read_facts(pid: int, proc: Path = Path("/proc")) -> ProcessFacts | None:
         stat = (base / "stat").read_text()
         comm = stat[stat.index("(") + 1: stat.rindex(")")]
         start_time = int(stat[stat.rindex(")") + 2:].split()[19])
+        tgid = pid
+        for line in (base / "status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                tgid = int(line.split()[1])
+                break
         cmdline = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         # Every hierarchy's path, one per line: a rule's pattern may match any
         # (cgroup v1 hosts list one line per controller).
@@ -219,5 +225,5 @@ def read_facts(pid: int, proc: Path = Path("/proc")) -> ProcessFacts | None:
             pass
     except (OSError, ValueError, IndexError):
         return None
-    return ProcessFacts(pid=pid, start_time=start_time, comm=comm, cmdline=cmdline, cgroup=cgroup,
+    return ProcessFacts(pid=pid, start_time=start_time, tgid=tgid, comm=comm, cmdline=cmdline, cgroup=cgroup,
                         environ=environ)

@@ -14,7 +14,7 @@ def _facts(pid: int) -> ProcessFacts | None:
 
 
 def _proc(pid: int, fn: str | None, comm: str = "python3") -> None:
-    FACTS[pid] = ProcessFacts(pid=pid, start_time=pid * 10, comm=comm, cmdline=comm, cgroup="/",
+    FACTS[pid] = ProcessFacts(pid=pid, start_time=pid * 10, tgid=pid, comm=comm, cmdline=comm, cgroup="/",
                               environ={"AWS_LAMBDA_FUNCTION_NAME": fn} if fn else {})
 
 
@@ -126,3 +126,20 @@ def test_series_stay_bounded_at_1000_functions() -> None:
     series = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert len(series) < 30_000, len(series)
     assert 'fntax_syscalls_by_name_total{function="fn-7",kind="process",syscall="other"}' in text
+
+
+def test_threads_are_not_processes() -> None:
+    FACTS.clear()
+    clock = Clock()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=clock)
+    _proc(500, "svc")
+    agg.on_fork(500, 1, 0)
+    FACTS[501] = ProcessFacts(pid=501, start_time=5000, tgid=500, comm="python3", cmdline="python3", cgroup="/",
+                              environ={})
+    agg.on_fork(501, 500, 0)  # a thread of 500
+    agg.update(_snap(_sample(500, 3)))
+    views = {v.function: v for v in agg.view()}
+    assert views["svc"].processes == 1
+    clock.now = 100  # an unclaimed fork-time decision expires
+    agg.update(_snap(_sample(500, 4)))
+    assert not agg._pending

@@ -13,7 +13,7 @@ from profiler.errors import ConfigError
 
 def _facts(comm: str = "python3", cmdline: str = "python3 app.py", cgroup: str = "/user.slice",
            environ: dict[str, str] | None = None) -> ProcessFacts:
-    return ProcessFacts(pid=42, start_time=1000, comm=comm, cmdline=cmdline, cgroup=cgroup,
+    return ProcessFacts(pid=42, start_time=1000, tgid=42, comm=comm, cmdline=cmdline, cgroup=cgroup,
                         environ=environ or {})
 
 
