@@ -141,7 +141,9 @@ def test_sigterm_detaches_and_sighup_reloads(tmp_path: Path) -> None:
     rules.write_text("rules:\n  - env: FN_B\n")
     proc.send_signal(1)  # SIGHUP
     time.sleep(2)
-    subprocess.run(["sh", "-c", "true"], env={"FN_B": "after-reload", "PATH": "/usr/bin:/bin"}, check=True)
+    # A process that outlives the agent's event poll (100 ms): see the README's
+    # note on processes that receive their function's variable at exec.
+    subprocess.run(["sh", "-c", "sleep 0.5"], env={"FN_B": "after-reload", "PATH": "/usr/bin:/bin"}, check=True)
     deadline = time.monotonic() + 20
     body = ""
     while time.monotonic() < deadline and 'function="after-reload"' not in body:
