@@ -120,12 +120,15 @@ enum fntax_event_type {
 
 /* events: fork (pid = the child thread, ppid = the forking process),
  * exec and exit of a process (pid = tgid). */
+#define FNTAX_ENV_VALUE 64
+
 struct fntax_event {
     u32 type;
     u32 pid;
     u32 ppid;
-    u32 pad;
+    u32 has_env;             /* exec: env_value holds FNTAX_ENV_NAME's value */
     u64 ts_ns;
+    char env_value[FNTAX_ENV_VALUE];
 };
 
 struct fntax_sys_key {

@@ -117,7 +117,20 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
      * of the moment, which before exec is the parent's. */
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u32 tgid = (u32)(bpf_get_current_pid_tgid() >> 32);
+#if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
+    /* The exec succeeded: hand over what its envp said (see syscalls.bpf.c). */
+    struct fntax_env_scratch *env = exec_env.lookup(&tid);
+    if (env) {
+        struct fntax_event ev = {.type = FNTAX_EV_EXEC, .pid = tgid, .has_env = 1, .ts_ns = bpf_ktime_get_ns()};
+        bpf_probe_read_kernel_str(ev.env_value, sizeof(ev.env_value), env->value);
+        events.perf_submit(args, &ev, sizeof(ev));
+        exec_env.delete(&tid);
+    } else {
+        fntax_emit(args, FNTAX_EV_EXEC, tgid, 0);
+    }
+#else
     fntax_emit(args, FNTAX_EV_EXEC, tgid, 0);
+#endif
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload)
         return 0;

@@ -14,9 +14,65 @@
  */
 #include "fntax.h"
 
+#if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
+/* The agent names a function by an environment variable. A process that
+ * receives it at its own execve and lives a millisecond is gone before user
+ * space could read /proc/PID/environ, so the value is taken from execve's
+ * envp here (user memory, read with bpf_probe_read_user) and handed to the
+ * exec event. Only execve/execveat pay for this. */
+#define FNTAX_ENV_SCAN 48
+struct fntax_env_scratch {
+    char value[FNTAX_ENV_VALUE];
+    char entry[sizeof(FNTAX_ENV_NAME) + FNTAX_ENV_VALUE];
+};
+BPF_PERCPU_ARRAY(env_scratch, struct fntax_env_scratch, 1);
+BPF_HASH(exec_env, u32, struct fntax_env_scratch, 1024);
+
+static __always_inline void fntax_scan_env(struct bpf_raw_tracepoint_args *ctx, long nr, u32 tid)
+{
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    u64 envp = 0;
+    if (nr == 59)   /* execve(filename, argv, envp) */
+        bpf_probe_read_kernel(&envp, sizeof(envp), &regs->dx);
+    else            /* execveat(dirfd, filename, argv, envp, flags) */
+        bpf_probe_read_kernel(&envp, sizeof(envp), &regs->r10);
+    int zero = 0;
+    struct fntax_env_scratch *s = env_scratch.lookup(&zero);
+    if (!s || !envp)
+        return;
+    const char name[] = FNTAX_ENV_NAME "=";
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < FNTAX_ENV_SCAN; i++) {
+        u64 str = 0;
+        if (bpf_probe_read_user(&str, sizeof(str), (void *)(envp + i * 8)) || !str)
+            return;
+        if (bpf_probe_read_user_str(s->entry, sizeof(s->entry), (void *)str) < (int)sizeof(name))
+            continue;
+        int same = 1;
+#pragma unroll
+        for (int j = 0; j < sizeof(name) - 1; j++) {
+            if (s->entry[j] != name[j]) {
+                same = 0;
+                break;
+            }
+        }
+        if (!same)
+            continue;
+        bpf_probe_read_kernel_str(s->value, sizeof(s->value), s->entry + sizeof(name) - 1);
+        exec_env.update(&tid, s);
+        return;
+    }
+}
+#endif
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
+#if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
+    long id = (long)ctx->args[1];
+    if (id == 59 || id == 322)
+        fntax_scan_env(ctx, id, tid);
+#endif
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload)
         return 0;

@@ -94,7 +94,8 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------
     def run(self) -> None:
         costs = host_costs(ensure_calibration(progress=self.say))
-        options = ProbeOptions(trace_all=True, events=True, run_time_stats=False, measure_probe_costs=False, max_procs=self.settings.max_procs,
+        options = ProbeOptions(trace_all=True, events=True, exec_env_name=self.rules.exec_env_name(),
+                               run_time_stats=False, measure_probe_costs=False, max_procs=self.settings.max_procs,
                                max_tasks=self.settings.max_tasks)
         self._source = AgentSource(self.functions, self.self_stats, costs, self.prices.gb_second,
                                    self.settings.default_memory_mb)
@@ -152,6 +153,9 @@ class Agent:
     def refresh(self) -> None:
         """Fold a map snapshot into the totals and publish a fresh view."""
         assert self.probes is not None
+        # Every fork/exec event already written must be seen before the maps:
+        # a process that came and went since the last poll is named by them.
+        self.probes.poll_events(0)
         snapshot = self.probes.snapshot()
         exited = self._aggregator.update(snapshot)
         self.probes.forget(exited)
@@ -175,7 +179,7 @@ class Agent:
         self._aggregator.rules = rules
         self.say("rules reloaded (they apply to processes that start from now on)")
 
-    def _on_event(self, kind: int, pid: int, ppid: int, ts_ns: int) -> None:
+    def _on_event(self, kind: int, pid: int, ppid: int, ts_ns: int, env_value: str | None) -> None:
         if kind == EV_FORK:
             if self._aggregator.knows(pid):
                 # The pid was reused before the last fold drained its previous
@@ -184,7 +188,8 @@ class Agent:
                 self.refresh()
             self._aggregator.on_fork(pid, ppid, ts_ns)
         elif kind == EV_EXEC:
-            self._aggregator.on_exec(pid)
+            name = self.rules.exec_env_name()
+            self._aggregator.on_exec(pid, {name: env_value} if name and env_value is not None else None)
 
 
 def _running_processes() -> list[tuple[int, int | None]]:

@@ -11,6 +11,7 @@ and the number of series stays bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
@@ -71,8 +72,9 @@ class Aggregator:
         self._pending: dict[int, tuple[Attribution, float]] = {}
 
     # -- attribution ---------------------------------------------------------
-    def _attribute(self, pid: int, parent: int | None, start: int) -> _Process:
-        facts = self._facts(pid)
+    def _attribute(self, pid: int, parent: int | None, start: int,
+                   facts: ProcessFacts | None = None) -> _Process:
+        facts = facts or self._facts(pid)
         found = self.rules.attribute(facts) if facts is not None else None
         if (found is None or found.function == HOST) and parent in self._processes:
             found = self._processes[parent].attribution  # children inherit
@@ -117,10 +119,22 @@ class Aggregator:
             found = Attribution(found.function, found.kind, cgroup_memory_mb(child))
         self._pending[child] = (found, self._clock())
 
-    def on_exec(self, pid: int) -> None:
-        """A new program: a rule may now name it (the command line changed)."""
+    def on_exec(self, pid: int, exec_env: Mapping[str, str] | None = None) -> None:
+        """A new program: a rule may now name it (the command line changed).
+
+        exec_env is what the probe read from execve's envp: it still names the
+        function when the process is already gone from /proc."""
         proc = self._processes.get(pid)
         facts = self._facts(pid)
+        if exec_env:
+            # An exiting process's /proc environ is already empty: trust envp.
+            base = facts or ProcessFacts(pid, 0, pid, "", "", "", {})
+            facts = dataclasses.replace(base, environ={**base.environ, **exec_env})
+            if proc is None:
+                found = self.rules.attribute(facts)
+                if found.function != HOST:
+                    self._pending[pid] = (found, self._clock())
+                    return
         if facts is None:
             return
         found = self.rules.attribute(facts)
@@ -129,11 +143,11 @@ class Aggregator:
             if pending is not None and found.function == HOST:
                 return  # keep what it inherited at fork
             self._pending.pop(pid, None)
-            self._attribute(pid, None, 0)
+            self._attribute(pid, None, 0, facts)
         elif found.function != HOST and found.function != proc.attribution.function:
             self._functions[proc.attribution.function].live.discard(pid)
             del self._processes[pid]
-            self._attribute(pid, None, proc.start)
+            self._attribute(pid, None, proc.start, facts)
 
     # -- figures ---------------------------------------------------------------
     def update(self, snapshot: KernelSnapshot) -> list[int]:

@@ -98,6 +98,10 @@ class Rules:
     rules: tuple[Rule, ...]
     unmatched: str = "host"  # "host" | "comm"
 
+    def exec_env_name(self) -> str | None:
+        """The first env rule's variable: the probe reads it from execve's envp."""
+        return next((rule.env for rule in self.rules if rule.env is not None), None)
+
     def attribute(self, facts: ProcessFacts) -> Attribution:
         for rule in self.rules:
             found = rule.match(facts)
@@ -165,8 +169,8 @@ def _parse_rule(raw: Any, where: str) -> Rule:
     key = matchers[0]
     value = raw[key]
     if key == "env":
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: env must name a variable")
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value):
+            raise ConfigError(f"{where}: env must name a variable (letters, digits, _)")
         return Rule(env=value, kind=kind, memory_mb=memory)
     if key == "vm_monitor":
         return Rule(vm_monitor=bool(value), kind=WorkloadKind.VM, memory_mb=memory)

@@ -64,6 +64,9 @@ class ProbeOptions:
     families: tuple[str, ...] = FAMILIES
     trace_all: bool = False
     events: bool = False  # fork/exec/exit events to user space (the agent)
+    # With events: the environment variable whose value execve's envp carries
+    # to the exec event (the agent's first env rule).
+    exec_env_name: str | None = None
     max_tasks: int = 65536
     max_procs: int = 16384
     max_proc_syscalls: int = 65536
@@ -86,6 +89,7 @@ class ProbeOptions:
             f"-DFNTAX_MAX_DECOMP={self.max_decomp}",
             f"-DFNTAX_TRACE_ALL={1 if self.trace_all else 0}",
             f"-DFNTAX_EVENTS={1 if self.events else 0}",
+            *([f'-DFNTAX_ENV_NAME="{self.exec_env_name}"'] if self.events and self.exec_env_name else []),
             "-Wno-macro-redefined",
         ]
 
@@ -402,13 +406,14 @@ class KernelProbes:
         return live or dict(self._probe_mean_ns)
 
     # -- continuous use (the agent) -------------------------------------------
-    def open_events(self, on_event: Callable[[int, int, int, int], None]) -> None:
-        """Deliver (type, pid, ppid, ts_ns) of fork/exec/exit events; needs events=True."""
+    def open_events(self, on_event: Callable[[int, int, int, int, str | None], None]) -> None:
+        """Deliver (type, pid, ppid, ts_ns, env value) of fork/exec/exit events; needs events=True."""
         table = self._bpf["events"]
 
         def handle(_cpu: int, data: Any, _size: int) -> None:
             ev = table.event(data)
-            on_event(int(ev.type), int(ev.pid), int(ev.ppid), int(ev.ts_ns))
+            env = bytes(ev.env_value).split(b"\0", 1)[0].decode(errors="replace") if ev.has_env else None
+            on_event(int(ev.type), int(ev.pid), int(ev.ppid), int(ev.ts_ns), env)
 
         table.open_perf_buffer(handle, page_cnt=256, lost_cb=self._lost)
         self._events_table = table

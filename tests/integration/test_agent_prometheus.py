@@ -161,3 +161,13 @@ def test_no_pid_or_command_line_labels_and_self_metrics(stack: dict[str, Any]) -
                  "fntax_map_update_failures_total", "fntax_scrape_duration_seconds", "fntax_agent_cpu_seconds_total"):
         assert name in body, name
     assert _value(stack, 'fntax_probe_attached{probe="sched:sched_switch"}') == 1
+
+
+def test_millisecond_processes_named_at_their_own_exec(stack: dict[str, Any], tmp_path: Path) -> None:
+    # `env VAR=... prog` hands the variable over only at prog's execve, and
+    # each run lives about a millisecond: gone before /proc could be read.
+    for i in range(10):
+        subprocess.run(["env", "AWS_LAMBDA_FUNCTION_NAME=fn-ms", stack["binary"], str(tmp_path / f"o{i}.json"),
+                        "syscalls", "1000"], check=True, timeout=30)
+    query = 'fntax_syscalls_by_name_total{function="fn-ms",syscall="getppid"}'
+    assert _value(stack, query, 10_000) == 10_000
