@@ -169,6 +169,10 @@ class _GatedChild:
 
     def __init__(self, command: Sequence[str]) -> None:
         self._command = list(command)
+        # Resolve the program now: execvp's PATH search in the child would
+        # add failed execve calls to the function's figures.
+        program = shutil.which(self._command[0]) if os.sep not in self._command[0] else self._command[0]
+        self._program = program or self._command[0]
         gate_read, self._gate_write = os.pipe()
         self._err_read, err_write = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -181,7 +185,7 @@ class _GatedChild:
                 os.close(gate_read)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.execvp(self._command[0], self._command)
+                os.execv(self._program, self._command)
             except OSError as err:
                 os.write(err_write, (err.strerror or "exec failed").encode())
             finally:

@@ -151,6 +151,12 @@ def report(capture_file: str, top: int, plot_path: str | None) -> None:
     from profiler.files import read_json
     from profiler.report import CAPTURE_VERSION, render_capture_json
 
+    if plot_path:
+        from profiler.files import check_writable_destination
+        from profiler.plot import check_plot_path
+
+        check_plot_path(plot_path)
+        check_writable_destination(plot_path)
     data = read_json(capture_file, expect_version=CAPTURE_VERSION)
     click.echo(render_capture_json(data, top, source=capture_file))
     if plot_path:
@@ -194,6 +200,10 @@ def compare(captures: tuple[str, ...], plot_path: str | None) -> None:
 
     if len(captures) < 2:
         raise click.UsageError("give at least two capture files")
+    if plot_path:
+        from profiler.plot import check_plot_path
+
+        check_plot_path(plot_path)
     loaded = load_for_comparison(captures)
     click.echo(render_comparison(loaded))
     if plot_path:

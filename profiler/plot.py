@@ -17,7 +17,7 @@ _COLORS = {
 }
 
 
-def _check_path(path: str | Path) -> Path:
+def check_plot_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg"):
         raise InputError(f"{path}: plots are written as .png or .svg")
@@ -81,7 +81,7 @@ def _stacked_bars(ax: Any, rows: Sequence[tuple[str, list[tuple[str, float]]]]) 
 
 def plot_capture(data: Mapping[str, Any], path: str | Path, title: str | None = None) -> None:
     """Tax breakdown of the mean invocation and, with several runs, the duration distribution."""
-    path = _check_path(path)
+    path = check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +114,7 @@ def plot_capture(data: Mapping[str, Any], path: str | Path, title: str | None = 
 
 def plot_comparison(captures: Sequence[tuple[str, Mapping[str, Any]]], path: str | Path) -> None:
     """Side-by-side stacked bars of several captures."""
-    path = _check_path(path)
+    path = check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")

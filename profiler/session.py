@@ -94,8 +94,10 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
     for path in (settings.json_path, settings.plot_path):
         if path:
             check_writable_destination(path)
-    if settings.plot_path and not settings.plot_path.lower().endswith((".png", ".svg")):
-        raise InputError(f"{settings.plot_path}: plots are written as .png or .svg")
+    if settings.plot_path:
+        from profiler.plot import check_plot_path
+
+        check_plot_path(settings.plot_path)
 
     check_environment()
     calibration = ensure_calibration(refresh=settings.refresh_calibration, progress=progress)
