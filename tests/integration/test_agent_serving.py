@@ -135,21 +135,26 @@ def test_sigterm_detaches_and_sighup_reloads(tmp_path: Path) -> None:
     rules.write_text("rules:\n  - env: FN_A\n")
     port = free_port()
     proc = _start(port, "--config", str(rules), "--interval", "0.5")
-    _wait_port(port, proc)
-    held = programs_held_by(proc.pid)
-    assert held
-    rules.write_text("rules:\n  - env: FN_B\n")
-    proc.send_signal(1)  # SIGHUP
-    time.sleep(2)
-    # A process that outlives the agent's event poll (100 ms): see the README's
-    # note on processes that receive their function's variable at exec.
-    subprocess.run(["sh", "-c", "sleep 0.5"], env={"FN_B": "after-reload", "PATH": "/usr/bin:/bin"}, check=True)
-    deadline = time.monotonic() + 20
-    body = ""
-    while time.monotonic() < deadline and 'function="after-reload"' not in body:
-        time.sleep(0.5)
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert 'function="after-reload"' in body
+    try:
+        _wait_port(port, proc)
+        held = programs_held_by(proc.pid)
+        assert held
+        rules.write_text("rules:\n  - env: FN_B\n")
+        proc.send_signal(1)  # SIGHUP
+        time.sleep(2)
+        # A process that outlives the agent's event poll (100 ms): see the README's
+        # note on processes that receive their function's variable at exec.
+        subprocess.run(["sh", "-c", "sleep 0.5"], env={"FN_B": "after-reload", "PATH": "/usr/bin:/bin"}, check=True)
+        deadline = time.monotonic() + 20
+        body = ""
+        while time.monotonic() < deadline and 'function="after-reload"' not in body:
+            time.sleep(0.5)
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'function="after-reload"' in body
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=60)
+        raise
     proc.terminate()
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err
