@@ -88,16 +88,21 @@ def test_signal_writes_capture_and_detaches_everything(tmp_path: Path, sig: sign
         [FNTAX, "profile", "-q", "--json", str(out), "--", "sh", "-c",
          f"touch {marker}; i=0; while [ $i -lt 200 ]; do i=$((i+1)); done; exec sleep 60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "workload never started"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    held = programs_held_by(proc.pid)
-    assert len(held) >= 10, "all probe families should be loaded during the capture"
-    proc.send_signal(sig)
-    _stdout, stderr = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "workload never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        held = programs_held_by(proc.pid)
+        assert len(held) >= 10, "all probe families should be loaded during the capture"
+        proc.send_signal(sig)
+        _stdout, stderr = proc.communicate(timeout=30)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=60)
+        raise
     assert proc.returncode == 128 + sig, stderr
     assert "Traceback" not in stderr
     capture = json.loads(out.read_text())
