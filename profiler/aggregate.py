@@ -72,16 +72,26 @@ class Aggregator:
         self._pending: dict[int, tuple[Attribution, float]] = {}
 
     # -- attribution ---------------------------------------------------------
-    def _attribute(self, pid: int, parent: int | None, start: int,
-                   facts: ProcessFacts | None = None) -> _Process:
-        facts = facts or self._facts(pid)
+    def _decide(self, pid: int, parent: int | None, facts: ProcessFacts | None) -> Attribution:
+        """The rules on the process's facts; with no rule of its own, its parent's function."""
         found = self.rules.attribute(facts) if facts is not None else None
-        if (found is None or found.function == HOST) and parent in self._processes:
-            found = self._processes[parent].attribution  # children inherit
+        if found is None or found.function == HOST:
+            if parent in self._processes:
+                found = self._processes[parent].attribution  # children inherit
+            elif parent is not None and parent in self._pending:
+                found = self._pending[parent][0]
         found = found or Attribution(HOST, WorkloadKind.PROCESS)
         if found.memory_mb is None and facts is not None:
             found = Attribution(found.function, found.kind, cgroup_memory_mb(pid))
-        proc = _Process(pid, facts.start_time if facts else start, found)
+        return found
+
+    def _attribute(self, pid: int, parent: int | None, start: int,
+                   facts: ProcessFacts | None = None) -> _Process:
+        facts = facts or self._facts(pid)
+        return self._register(pid, facts.start_time if facts else start, self._decide(pid, parent, facts))
+
+    def _register(self, pid: int, start: int, found: Attribution) -> _Process:
+        proc = _Process(pid, start, found)
         self._processes[pid] = proc
         fn = self._functions.get(found.function)
         if fn is None:
@@ -109,15 +119,7 @@ class Aggregator:
         facts = self._facts(child)
         if facts is not None and facts.tgid != child:
             return  # a thread: its process is attributed already
-        found = self.rules.attribute(facts) if facts is not None else None
-        if (found is None or found.function == HOST) and parent in self._processes:
-            found = self._processes[parent].attribution  # children inherit
-        elif (found is None or found.function == HOST) and parent in self._pending:
-            found = self._pending[parent][0]
-        found = found or Attribution(HOST, WorkloadKind.PROCESS)
-        if found.memory_mb is None and facts is not None:
-            found = Attribution(found.function, found.kind, cgroup_memory_mb(child))
-        self._pending[child] = (found, self._clock())
+        self._pending[child] = (self._decide(child, parent, facts), self._clock())
 
     def on_exec(self, pid: int, exec_env: Mapping[str, str] | None = None) -> None:
         """A new program: a rule may now name it (the command line changed).
@@ -177,22 +179,12 @@ class Aggregator:
         pending = self._pending.pop(pid, None)
         if pending is None:
             return self._attribute(pid, None, 0)
-        found = pending[0]
-        proc = _Process(pid, 0, found)
-        self._processes[pid] = proc
-        fn = self._functions.get(found.function)
-        if fn is None:
-            fn = self._functions[found.function] = _Function(found.function, found.kind, found.memory_mb)
-        fn.live.add(pid)
-        fn.idle_since = None
-        return proc
+        return self._register(pid, 0, pending[0])
 
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]
         if proc.last is not None:
-            fn.counters = fn.counters + proc.last.counters
-            fn.syscalls = merge_calls(fn.syscalls, proc.last.syscalls_by_name)
-            fn.decompression = merge_calls(fn.decompression, proc.last.decompression_by_library)
+            _absorb(fn, proc.last.counters, proc.last.syscalls_by_name, proc.last.decompression_by_library)
         fn.live.discard(proc.pid)
         del self._processes[proc.pid]
 
@@ -200,9 +192,7 @@ class Aggregator:
         sink = self._functions.get(EXITED)
         if sink is None:
             sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
-        sink.counters = sink.counters + fn.counters
-        sink.syscalls = merge_calls(sink.syscalls, fn.syscalls)
-        sink.decompression = merge_calls(sink.decompression, fn.decompression)
+        _absorb(sink, fn.counters, fn.syscalls, fn.decompression)
         del self._functions[fn.name]
 
     def view(self) -> list[FunctionView]:
@@ -222,6 +212,14 @@ class Aggregator:
     def function_of(self, pid: int) -> str | None:
         proc = self._processes.get(pid)
         return proc.attribution.function if proc else None
+
+
+def _absorb(fn: _Function, counters: Counters, syscalls: Mapping[str, CallStats],
+            decompression: Mapping[str, CallStats]) -> None:
+    """Add finished figures to a function's own (exited processes, folded functions)."""
+    fn.counters = fn.counters + counters
+    fn.syscalls = merge_calls(fn.syscalls, syscalls)
+    fn.decompression = merge_calls(fn.decompression, decompression)
 
 
 def _accumulate(into: dict[str, CallStats], more: Mapping[str, CallStats]) -> None:

@@ -396,8 +396,7 @@ class KernelProbes:
                           decompression_by_library=e["decomp"])
             for pid, e in sorted(by_pid.items())
         )
-        errors = {name: int(bpf["errors"][bpf["errors"].Key(i)].value) for i, name in MAP_ERROR_NAMES.items()}
-        return KernelSnapshot(processes=processes, map_update_failures=errors, taken_at_ns=time.monotonic_ns(),
+        return KernelSnapshot(processes=processes, map_update_failures=self.map_update_failures(), taken_at_ns=time.monotonic_ns(),
                               probe_mean_ns=self.probe_mean_ns())
 
     def probe_mean_ns(self) -> dict[str, float]:

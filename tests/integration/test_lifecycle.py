@@ -7,7 +7,6 @@ tracefs's probe event files, and the exit status seen by the shell.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,11 +18,6 @@ import pytest
 from conftest import FNTAX, programs_held_by, wait_programs_gone  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.bpf
-
-
-def _requires_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to load eBPF probes")
 
 
 
@@ -49,7 +43,6 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     (["profile", "--", "{not_executable}"], "not executable: {not_executable}"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args: list[str], needle: str, tmp_path: Path) -> None:
-    _requires_root()
     not_executable = tmp_path / "handler.sh"
     not_executable.write_text("echo hi\n")
     not_executable.chmod(0o644)
@@ -64,7 +57,6 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args: list[str], needle: str,
 
 
 def test_without_root_one_line() -> None:
-    _requires_root()
     result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                              FNTAX, "profile", "-q", "--", "true"],
                             capture_output=True, text=True, timeout=60)
@@ -74,13 +66,11 @@ def test_without_root_one_line() -> None:
 
 
 def test_exit_code_passthrough() -> None:
-    _requires_root()
     assert _run("profile", "-q", "--", "sh", "-c", "exit 7").returncode == 7
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_writes_capture_and_detaches_everything(tmp_path: Path, sig: signal.Signals) -> None:
-    _requires_root()
     before_events = _probe_events()
     out = tmp_path / "capture.json"
     marker = tmp_path / "started"
@@ -116,7 +106,6 @@ def test_signal_writes_capture_and_detaches_everything(tmp_path: Path, sig: sign
 
 
 def test_pid_mode_counts_a_running_process(tmp_path: Path) -> None:
-    _requires_root()
     # A process that makes a known syscall at a steady pace; fntax attaches
     # for one second and must see its activity, then detach while it lives on.
     worker = subprocess.Popen([sys.executable, "-c",
