@@ -61,7 +61,8 @@ def main(debug: bool) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Write the capture (JSON, version 1) to this file instead of printing a table.")
+              help="Write the capture (JSON, version 1) to this file instead of printing a table "
+                   "('-' for standard output; devices and FIFOs are written into, never replaced).")
 @click.option("--pid", type=int, help="Attach to this running process and its descendants.")
 @click.option("--duration", type=float, help="With --pid: seconds to capture (default: until it exits).")
 @click.option("--repeat", type=click.IntRange(1, 10_000), default=1, show_default=True,

@@ -111,7 +111,7 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
     data["cpu_share"] = share
     if settings.json_path:
         write_json_atomic(settings.json_path, data)
-        progress(f"capture written to {settings.json_path}")
+        progress("capture written to " + ("standard output" if settings.json_path == "-" else settings.json_path))
     if settings.plot_path:
         from profiler.plot import plot_capture
 

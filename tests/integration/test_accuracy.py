@@ -87,7 +87,10 @@ def test_major_faults_agree_with_getrusage(run_profile: Profile, tmp_path: Path)
 def test_voluntary_switches_agree_with_getrusage(run_profile: Profile, accounting: str, tmp_path: Path) -> None:
     capture, own = _run(run_profile, accounting, tmp_path, "sleeps", 3_000)
     switches = _proc(capture, own["pid"])["context_switches"]
-    assert own["nvcsw"] >= 3_000
+    # Not every short sleep switches (a timer that has expired by the time the
+    # task would block returns at once): the workload's own getrusage is the
+    # truth, the guard only makes sure there is something to compare.
+    assert own["nvcsw"] >= 100, "the sleeps made almost no voluntary switches: nothing to compare"
     # fntax also sees the final switch-out after the report was written.
     assert switches["voluntary"] == pytest.approx(own["nvcsw"], rel=0.01, abs=2)
     assert switches["involuntary"] == pytest.approx(own["nivcsw"], rel=0.01, abs=2)

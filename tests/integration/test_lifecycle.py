@@ -40,6 +40,7 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     (["profile", "--pid", "999999999"], "no process with pid 999999999"),
     (["profile"], "nothing to profile"),
     (["profile", "--json", "/no/such/dir/out.json", "--", "true"], "/no/such/dir does not exist"),
+    (["profile", "--json", "/proc/out.json", "--", "true"], "/proc/out.json: cannot write in /proc"),
     (["profile", "--", "{not_executable}"], "not executable: {not_executable}"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args: list[str], needle: str, tmp_path: Path) -> None:
@@ -54,6 +55,27 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args: list[str], needle: str,
     assert len(errors) == 1, result.stderr
     assert needle in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_json_to_a_device_never_replaces_it() -> None:
+    import os
+    import stat
+
+    full = _run("profile", "-q", "--json", "/dev/full", "--", "true")
+    assert full.returncode not in (0, 1)
+    assert "/dev/full: cannot write" in full.stderr and "Traceback" not in full.stderr
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    null = _run("profile", "-q", "--json", "/dev/null", "--", "true")
+    assert null.returncode == 0, null.stderr
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_json_dash_writes_the_capture_to_stdout(tmp_path: Path) -> None:
+    result = subprocess.run([FNTAX, "profile", "-q", "--json", "-", "--", "true"], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] == 1
+    assert not (tmp_path / "-").exists()
 
 
 def test_without_root_one_line() -> None:
