@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
-from profiler.aggregate import Aggregator  # noqa: E402
-from profiler.attribution import ProcessFacts, load_rules  # noqa: E402
-from profiler.exporter import AgentSource, FntaxCollector, SelfStats, render_functions  # noqa: E402
+from profiler.ledger.functions import Aggregator  # noqa: E402
+from profiler.attribution.rules import ProcessFacts, load_rules  # noqa: E402
+from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions  # noqa: E402
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample  # noqa: E402
-from profiler.tax import HostCosts  # noqa: E402
+from profiler.tax.compute import HostCosts  # noqa: E402
 
 
 def rss_mb(pid: int | str = "self") -> float:

@@ -33,9 +33,9 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profiler.capture import _GatedChild  # noqa: E402
-from profiler.host import cpu_model, ensure_tracefs  # noqa: E402
-from profiler.kernel import KernelProbes, ProbeOptions  # noqa: E402
+from profiler.capture.run import _GatedChild  # noqa: E402
+from profiler.system.host import cpu_model, ensure_tracefs  # noqa: E402
+from profiler.bpf.probes import KernelProbes, ProbeOptions  # noqa: E402
 
 FLOOR = r"""
 BPF_PERCPU_ARRAY(stamp, u64, 2);

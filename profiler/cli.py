@@ -105,8 +105,8 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
 
     Exits with the command's exit code; fntax's own failures use 64-78.
     """
-    from profiler.kernel import ProbeOptions, module_source
-    from profiler.session import SessionSettings, run_session
+    from profiler.bpf.probes import ProbeOptions, module_source
+    from profiler.capture.session import SessionSettings, run_session
 
     options = ProbeOptions(extra_decompressors=decompressors)
     if print_bpf:
@@ -150,18 +150,18 @@ def doctor(as_json: bool) -> None:
 def report(capture_file: str, top: int, plot_path: str | None) -> None:
     """Print a readable report of a capture written by `fntax profile --json`."""
     from profiler.files import read_json
-    from profiler.report import CAPTURE_VERSION, render_capture_json
+    from profiler.output.report import CAPTURE_VERSION, render_capture_json
 
     if plot_path:
         from profiler.files import check_writable_destination
-        from profiler.plot import check_plot_path
+        from profiler.output.plot import check_plot_path
 
         check_plot_path(plot_path)
         check_writable_destination(plot_path)
     data = read_json(capture_file, expect_version=CAPTURE_VERSION)
     click.echo(render_capture_json(data, top, source=capture_file))
     if plot_path:
-        from profiler.plot import plot_capture
+        from profiler.output.plot import plot_capture
 
         plot_capture(data, plot_path)
         click.echo(f"plot written to {plot_path}", err=True)
@@ -182,7 +182,7 @@ def calibrate(refresh: bool, path: str | None, quiet: bool) -> None:
     """
     from pathlib import Path
 
-    from profiler.calibrate import DEFAULT_PATH, ensure_calibration, render_calibration
+    from profiler.tax.calibrate import DEFAULT_PATH, ensure_calibration, render_calibration
 
     cal = ensure_calibration(Path(path) if path else DEFAULT_PATH, refresh=refresh, progress=_progress(quiet))
     click.echo(render_calibration(cal))
@@ -197,18 +197,18 @@ def compare(captures: tuple[str, ...], plot_path: str | None) -> None:
 
     The last column shows the difference of the last capture from the first.
     """
-    from profiler.comparison import load_for_comparison, render_comparison
+    from profiler.output.compare import load_for_comparison, render_comparison
 
     if len(captures) < 2:
         raise click.UsageError("give at least two capture files")
     if plot_path:
-        from profiler.plot import check_plot_path
+        from profiler.output.plot import check_plot_path
 
         check_plot_path(plot_path)
     loaded = load_for_comparison(captures)
     click.echo(render_comparison(loaded))
     if plot_path:
-        from profiler.plot import plot_comparison
+        from profiler.output.plot import plot_comparison
 
         plot_comparison(loaded, plot_path)
 
@@ -229,9 +229,9 @@ def baseline() -> None:
 def baseline_record(name: str, command: tuple[str, ...], repeat: int, warmup: int, memory_mb: int,
                     quiet: bool) -> None:
     """Capture CMD on this (reference) host and store it as baseline NAME."""
-    from profiler import baseline as baselines
-    from profiler.kernel import ProbeOptions
-    from profiler.session import SessionSettings, run_session
+    from profiler.tax import baseline as baselines
+    from profiler.bpf.probes import ProbeOptions
+    from profiler.capture.session import SessionSettings, run_session
 
     baselines.check_name(name)
     outcome = run_session(SessionSettings(command=command, repeat=repeat, warmup=warmup, memory_mb=memory_mb),
@@ -250,7 +250,7 @@ def baseline_record(name: str, command: tuple[str, ...], repeat: int, warmup: in
 @_one_line_errors
 def baseline_import(name: str, durations_file: str, unit: str, column: str | None) -> None:
     """Import per-invocation durations measured elsewhere (an exokernel, a unikernel, logs)."""
-    from profiler import baseline as baselines
+    from profiler.tax import baseline as baselines
 
     path = baselines.import_durations(name, durations_file, unit, column)
     b = baselines.load(name)
@@ -261,7 +261,7 @@ def baseline_import(name: str, durations_file: str, unit: str, column: str | Non
 @_one_line_errors
 def baseline_list() -> None:
     """List the built-in model and the stored baselines."""
-    from profiler import baseline as baselines
+    from profiler.tax import baseline as baselines
 
     rows = baselines.list_baselines()
     click.echo(f"{'name':<20} {'kind':<10} {'mean':>12}  {'created':<26} detail")
@@ -300,8 +300,8 @@ def agent(listen: str, rules_path: str | None, web_config_path: str | None, rete
 
     SIGTERM detaches every probe and exits; SIGHUP reloads the rules.
     """
-    from profiler.agent import Agent, AgentSettings
-    from profiler.webserver import parse_listen
+    from profiler.agent.runner import Agent, AgentSettings
+    from profiler.agent.webserver import parse_listen
 
     parse_listen(listen)
     settings = AgentSettings(listen=listen, rules_path=rules_path, web_config_path=web_config_path,

@@ -2,7 +2,7 @@
 
 Every check reports, never raises: a host that can run nothing still gets a
 full report. Trial loads go through bcc (imported lazily, here and in
-profiler.kernel only); their compiler noise on stderr is silenced.
+profiler.bpf.probes only); their compiler noise on stderr is silenced.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from profiler.host import TRACEFS, headers_state
+from profiler.system.host import TRACEFS, headers_state
 
 TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_switch", "sched/sched_wakeup",
                "sched/sched_wakeup_new", "sched/sched_process_fork", "sched/sched_process_exec",
@@ -157,7 +157,7 @@ def _file(path: str, expect: str | None = None) -> tuple[bool, str]:
 
 
 def _cgroup() -> tuple[bool, str]:
-    from profiler.cgroup import detect
+    from profiler.system.cgroup import detect
 
     version = detect()
     return version != "none", f"cgroup {version}" if version != "none" else "no cpu+memory controllers"

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from profiler.capture import summarise
-from profiler.kernel import KernelProbes, ProbeOptions
+from profiler.capture.run import summarise
+from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.model import Capture, HostInfo
-from profiler.report import render_table
+from profiler.output.report import render_table
 
 pytestmark = pytest.mark.bpf
 

@@ -13,8 +13,8 @@ from typing import Any, Callable
 import pytest
 
 from conftest import FNTAX  # type: ignore[import-not-found]
-from profiler.calibrate import FIGURES, run_calibration
-from profiler.cgroup import FunctionCgroup, detect
+from profiler.tax.calibrate import FIGURES, run_calibration
+from profiler.system.cgroup import FunctionCgroup, detect
 
 Profile = Callable[..., dict[str, Any]]
 
@@ -35,7 +35,7 @@ def test_calibration_is_positive_and_stable() -> None:
 def test_perf_confirms_what_the_microbenchmarks_do(tmp_path: Path) -> None:
     # The page-fault benchmark takes 20,000 faults and the ping-pong makes two
     # switches per round trip: perf's software counters (independent) agree.
-    from profiler.calibrate import _binary
+    from profiler.tax.calibrate import _binary
 
     out = subprocess.run(["perf", "stat", "-x,", "-e", "page-faults,context-switches", str(_binary())],
                          capture_output=True, text=True, check=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from profiler.aggregate import EXITED, Aggregator, top_k
-from profiler.attribution import ProcessFacts, load_rules
+from profiler.ledger.functions import EXITED, Aggregator, top_k
+from profiler.attribution.rules import ProcessFacts, load_rules
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
 
 FACTS: dict[int, ProcessFacts] = {}
@@ -114,8 +114,8 @@ def test_series_stay_bounded_at_1000_functions() -> None:
     agg.update(_snap(*samples))
     from prometheus_client.parser import text_string_to_metric_families
 
-    from profiler.exporter import AgentSource, SelfStats, render_functions
-    from profiler.tax import HostCosts
+    from profiler.output.exposition import AgentSource, SelfStats, render_functions
+    from profiler.tax.compute import HostCosts
 
     source = AgentSource(agg.view, lambda: SelfStats((), {}, {}, {}, {}), HostCosts(1e-6, 1e-6, 1e-7, 1e-9),
                          0.0000166667)

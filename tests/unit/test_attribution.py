@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.attribution import HOST, ProcessFacts, WorkloadKind, load_rules, parse_rules, read_facts
+from profiler.attribution.rules import HOST, ProcessFacts, WorkloadKind, load_rules, parse_rules, read_facts
 from profiler.errors import ConfigError
 
 

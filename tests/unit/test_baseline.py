@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler import baseline
+from profiler.tax import baseline
 from profiler.errors import ConfigError, InputError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.comparison import load_for_comparison, render_comparison
+from profiler.output.compare import load_for_comparison, render_comparison
 from profiler.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profiler.cost import PRICE_TABLES, billed_seconds, compute_cost, cpu_share_for_memory, price_table, \
+from profiler.tax.cost import PRICE_TABLES, billed_seconds, compute_cost, cpu_share_for_memory, price_table, \
     validate_memory_mb
 from profiler.errors import ConfigError, InputError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.decompress_targets import discover, parse_extra
+from profiler.bpf.decompress_targets import discover, parse_extra
 from profiler.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from profiler.errors import ConfigError, InputError
-from profiler.plot import plot_capture, plot_comparison
-from profiler.tax import CATEGORIES
+from profiler.output.plot import plot_capture, plot_comparison
+from profiler.tax.compute import CATEGORIES
 
 
 def _capture(runs: int) -> dict[str, Any]:

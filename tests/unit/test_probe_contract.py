@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from profiler.errors import ProbeLoadError
-from profiler.kernel import FAMILIES
-from profiler.probe_contract import (
+from profiler.bpf.probes import FAMILIES
+from profiler.bpf.contracts import (
     MAP_KINDS,
     PROBES_DIR,
     SHARED_HEADER,

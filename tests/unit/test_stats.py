@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from profiler.errors import InputError
-from profiler.stats import percentiles
+from profiler.tax.stats import percentiles
 
 
 def test_by_hand() -> None:

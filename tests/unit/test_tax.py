@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiler.model import CallStats, Counters, WorkloadSummary
-from profiler.tax import CATEGORIES, HostCosts, baremetal, compute_tax, observer_seconds
+from profiler.tax.compute import CATEGORIES, HostCosts, baremetal, compute_tax, observer_seconds
 
 COSTS = HostCosts(page_fault_minor=500e-9, context_switch=2e-6, syscall=100e-9, function_call=2e-9)
 PROBES = {"sys_enter": 40.0, "sys_exit": 45.0, "sched_switch": 300.0, "page_fault_user": 80.0,

@@ -12,16 +12,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from profiler import baseline as baselines
-from profiler.analysis import analyse, analysis_json
-from profiler.calibrate import ensure_calibration
-from profiler.capture import CgroupHook, Target, run_captures, validate
-from profiler.cost import cpu_share_for_memory, price_table, validate_memory_mb
+from profiler.tax import baseline as baselines
+from profiler.tax.analysis import analyse, analysis_json
+from profiler.tax.calibrate import ensure_calibration
+from profiler.capture.run import CgroupHook, Target, run_captures, validate
+from profiler.tax.cost import cpu_share_for_memory, price_table, validate_memory_mb
 from profiler.errors import InputError
 from profiler.files import check_writable_destination, write_json_atomic
-from profiler.kernel import ProbeOptions, check_environment
-from profiler.report import render_capture_json
-from profiler.tax import HostCosts
+from profiler.bpf.probes import ProbeOptions, check_environment
+from profiler.output.report import render_capture_json
+from profiler.tax.compute import HostCosts
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _cgroup(share: float | None, memory_mb: int) -> Iterator[CgroupHook | None]:
     if share is None:
         yield None
         return
-    from profiler.cgroup import FunctionCgroup
+    from profiler.system.cgroup import FunctionCgroup
 
     with FunctionCgroup(memory_mb, share, name=f"profile-{os.getpid()}") as group:
         yield group
@@ -95,7 +95,7 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
         if path:
             check_writable_destination(path)
     if settings.plot_path:
-        from profiler.plot import check_plot_path
+        from profiler.output.plot import check_plot_path
 
         check_plot_path(settings.plot_path)
 
@@ -113,7 +113,7 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
         write_json_atomic(settings.json_path, data)
         progress("capture written to " + ("standard output" if settings.json_path == "-" else settings.json_path))
     if settings.plot_path:
-        from profiler.plot import plot_capture
+        from profiler.output.plot import plot_capture
 
         plot_capture(data, settings.plot_path)
         progress(f"plot written to {settings.plot_path}")

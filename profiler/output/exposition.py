@@ -17,9 +17,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from profiler.aggregate import FunctionView
+from profiler.ledger.functions import FunctionView
 from profiler.model import NS_PER_SECOND, WorkloadSummary
-from profiler.tax import CATEGORIES, HostCosts, compute_tax
+from profiler.tax.compute import CATEGORIES, HostCosts, compute_tax
 
 LABEL_FUNCTION = "function"
 LABEL_KIND = "kind"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from profiler.errors import ProbeLoadError
 
-PROBES_DIR = Path(__file__).resolve().parent.parent / "probes"
+PROBES_DIR = Path(__file__).resolve().parent.parent.parent / "probes"
 SHARED_HEADER = "fntax.h"
 
 # Kernel map type numbers (include/uapi/linux/bpf.h).

@@ -19,8 +19,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 import psutil
 
 from profiler.errors import InputError
-from profiler.host import host_info
-from profiler.kernel import KernelProbes, ProbeOptions
+from profiler.system.host import host_info
+from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.model import (
     NS_PER_SECOND,
     CallStats,
@@ -36,7 +36,7 @@ WORKLOAD_ID = 1
 
 
 class CgroupHook(Protocol):
-    """The cgroup a run goes into (profiler.cgroup.FunctionCgroup)."""
+    """The cgroup a run goes into (profiler.system.cgroup.FunctionCgroup)."""
 
     def join(self, pid: int) -> None: ...
 

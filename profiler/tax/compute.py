@@ -43,7 +43,7 @@ _ONCPU_CATEGORIES = ("syscalls", "page_faults", "context_switches", "interrupts"
 
 @dataclass(frozen=True)
 class HostCosts:
-    """Calibrated seconds per event on this host (see profiler.calibrate)."""
+    """Calibrated seconds per event on this host (see profiler.tax.calibrate)."""
 
     page_fault_minor: float
     context_switch: float

@@ -1,7 +1,7 @@
 """`fntax agent`: the probes system-wide, attribution per function, Prometheus out.
 
 The continuous way of driving the pipeline: probes (every process tracked,
-fork/exec/exit events on) -> attribution at fork/exec (profiler.aggregate) ->
+fork/exec/exit events on) -> attribution at fork/exec (profiler.ledger.functions) ->
 per-function totals -> tax -> the exporter's collector. The main thread polls
 events and folds map snapshots; the HTTP thread only reads a view.
 """
@@ -19,14 +19,14 @@ import psutil
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from profiler.aggregate import Aggregator, FunctionView
-from profiler.attribution import Rules, load_rules
-from profiler.calibrate import ensure_calibration
-from profiler.cost import price_table
-from profiler.exporter import AgentSource, FntaxCollector, SelfStats, render_functions
-from profiler.kernel import KernelProbes, ProbeOptions
-from profiler.session import host_costs
-from profiler.webserver import load_web_config, serve
+from profiler.ledger.functions import Aggregator, FunctionView
+from profiler.attribution.rules import Rules, load_rules
+from profiler.tax.calibrate import ensure_calibration
+from profiler.tax.cost import price_table
+from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions
+from profiler.bpf.probes import KernelProbes, ProbeOptions
+from profiler.capture.session import host_costs
+from profiler.agent.webserver import load_web_config, serve
 
 EV_FORK, EV_EXEC, EV_EXIT = 1, 2, 3
 

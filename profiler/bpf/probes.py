@@ -16,10 +16,11 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from profiler import decompress_targets, host
+from profiler.bpf import decompress_targets
+from profiler.system import host
 from profiler.errors import EnvironmentProblem, ProbeAttachError, ProbeLoadError
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
-from profiler.probe_contract import (
+from profiler.bpf.contracts import (
     MAP_ERROR_NAMES,
     PROBES_DIR,
     SHARED_HEADER,

@@ -1,6 +1,6 @@
 """Host calibration: per-event costs the kernel does not let fntax time directly.
 
-Microbenchmarks (profiler/calib/microbench.c, compiled here with gcc) measure
+Microbenchmarks (profiler/tax/calib/microbench.c, compiled here with gcc) measure
 a minor page fault, a direct context switch, a syscall's entry and exit, a
 function call and a clock read. Each figure is the median of repeated runs,
 with its spread; the result is saved per host and reused by captures until
@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from profiler.errors import ConfigError, EnvironmentProblem
 from profiler.files import read_json, write_json_atomic
-from profiler.host import cpu_model
+from profiler.system.host import cpu_model
 
 CALIBRATION_VERSION = 1
 DEFAULT_PATH = Path(os.environ.get("FNTAX_HOME", "/var/lib/fntax")) / "calibration.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from profiler.errors import ConfigError, InputError
-from profiler.tax import CATEGORIES
+from profiler.tax.compute import CATEGORIES
 
 _COLORS = {
     "own work": "#4c956c", "syscalls": "#d1495b", "page_faults": "#edae49", "context_switches": "#00798c",

@@ -1,6 +1,6 @@
 """Baselines: what the same work costs elsewhere.
 
-* ``baremetal``: the built-in model (profiler.tax.baremetal), nothing stored.
+* ``baremetal``: the built-in model (profiler.tax.compute.baremetal), nothing stored.
 * recorded: a capture of the command made on a reference host
   (``fntax baseline record NAME -- CMD``), stored whole.
 * imported: per-invocation durations measured on a system fntax cannot run on

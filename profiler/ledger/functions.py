@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from profiler.attribution import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
+from profiler.attribution.rules import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, merge_calls
 
 EXITED = "_exited"

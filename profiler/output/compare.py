@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from profiler.files import read_json
-from profiler.report import CAPTURE_VERSION, _fmt_s
-from profiler.tax import CATEGORIES
+from profiler.output.report import CAPTURE_VERSION, _fmt_s
+from profiler.tax.compute import CATEGORIES
 
 Loaded = Sequence[tuple[str, Mapping[str, Any]]]
 

@@ -11,14 +11,14 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from profiler.baseline import BUILTIN, Baseline
-from profiler.capture import summarise
-from profiler.cost import Cost, PriceTable, compute_cost, cost_json
+from profiler.tax.baseline import BUILTIN, Baseline
+from profiler.capture.run import summarise
+from profiler.tax.cost import Cost, PriceTable, compute_cost, cost_json
 from profiler.errors import InputError
 from profiler.model import Capture
-from profiler.report import capture_json
-from profiler.stats import percentiles
-from profiler.tax import CATEGORIES, BaremetalBaseline, HostCosts, Tax, baremetal, compute_tax
+from profiler.output.report import capture_json
+from profiler.tax.stats import percentiles
+from profiler.tax.compute import CATEGORIES, BaremetalBaseline, HostCosts, Tax, baremetal, compute_tax
 
 
 @dataclass(frozen=True)
