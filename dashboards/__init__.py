@@ -1,0 +1,1 @@
+"""fntax's Grafana dashboards as code (see dashboards/README.md)."""
