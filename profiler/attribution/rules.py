@@ -27,6 +27,10 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+# ProcessFacts and read_facts live in facts.py; re-exported so importers of
+# profiler.attribution.rules keep working.
+from profiler.attribution.facts import ProcessFacts as ProcessFacts
+from profiler.attribution.facts import read_facts as read_facts
 from profiler.errors import ConfigError
 
 HOST = "host"
@@ -39,19 +43,6 @@ class WorkloadKind(str, enum.Enum):
     PROCESS = "process"
     CONTAINER = "container"
     VM = "vm"
-
-
-@dataclass(frozen=True)
-class ProcessFacts:
-    """What attribution may look at, read once when the process appears."""
-
-    pid: int
-    start_time: int  # clock ticks since boot (/proc/PID/stat field 22)
-    tgid: int  # the process this task belongs to (a thread's tgid is not its pid)
-    comm: str
-    cmdline: str
-    cgroup: str  # the process's cgroup path in each hierarchy, one per line
-    environ: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -201,33 +192,3 @@ def load_rules(path: str | Path | None) -> Rules:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from err
     return parse_rules(data, str(path))
-
-
-def read_facts(pid: int, proc: Path = Path("/proc")) -> ProcessFacts | None:
-    """Facts of a live process from /proc, or None once it is gone."""
-    base = proc / str(pid)
-    try:
-        stat = (base / "stat").read_text()
-        comm = stat[stat.index("(") + 1: stat.rindex(")")]
-        start_time = int(stat[stat.rindex(")") + 2:].split()[19])
-        tgid = pid
-        for line in (base / "status").read_text().splitlines():
-            if line.startswith("Tgid:"):
-                tgid = int(line.split()[1])
-                break
-        cmdline = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        # Every hierarchy's path, one per line: a rule's pattern may match any
-        # (cgroup v1 hosts list one line per controller).
-        cgroup = "\n".join(line.split(":", 2)[-1] for line in (base / "cgroup").read_text().splitlines())
-        environ: dict[str, str] = {}
-        try:
-            for item in (base / "environ").read_bytes().split(b"\0"):
-                name, sep, value = item.decode(errors="replace").partition("=")
-                if sep:
-                    environ[name] = value
-        except PermissionError:
-            pass
-    except (OSError, ValueError, IndexError):
-        return None
-    return ProcessFacts(pid=pid, start_time=start_time, tgid=tgid, comm=comm, cmdline=cmdline, cgroup=cgroup,
-                        environ=environ)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from profiler.errors import EnvironmentProblem
+from profiler.system.procfs import ProcFS
 
 ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
@@ -23,9 +24,8 @@ MIN_QUOTA_US = 1_000
 
 def detect(root: Path = ROOT) -> str:
     """'v2', 'v1' or 'none' for the controllers fntax needs (cpu, memory)."""
-    controllers = root / "cgroup.controllers"
-    if controllers.exists():
-        available = controllers.read_text().split()
+    available = ProcFS(cgroupfs=root).cgroup_controllers()
+    if available is not None:
         return "v2" if {"cpu", "memory"} <= set(available) else "none"
     if (root / "cpu" / "cpu.cfs_quota_us").exists() and (root / "memory" / "memory.limit_in_bytes").exists():
         return "v1"
@@ -94,14 +94,9 @@ class FunctionCgroup:
         """Total time the group has been throttled at its quota (cpu.stat)."""
         if not self.dirs:
             return 0
-        stat = self.dirs[0] / "cpu.stat"
-        try:
-            fields = dict(line.split() for line in stat.read_text().splitlines() if len(line.split()) == 2)
-        except OSError:
-            return 0
-        if "throttled_usec" in fields:  # v2
-            return int(fields["throttled_usec"]) * 1000
-        return int(fields.get("throttled_time", 0))  # v1, ns
+        # dirs[0] is the v2 group or the v1 cpu hierarchy's: the one with cpu.stat.
+        stat = ProcFS(cgroupfs=self.root).cgroup_cpu_stat(self.dirs[0])
+        return stat.throttled_ns if stat is not None else 0
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
@@ -109,11 +104,9 @@ class FunctionCgroup:
     def _remove(self) -> None:
         for group in reversed(self.dirs):
             for _attempt in range(50):
-                procs = group / "cgroup.procs"
-                pids = procs.read_text().split() if procs.exists() else []
-                for pid in pids:
+                for pid in ProcFS(cgroupfs=self.root).cgroup_pids(group):
                     try:
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
                 try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from profiler.errors import EnvironmentProblem
 from profiler.model import HostInfo
+from profiler.system.procfs import DEFAULT, ProcFS
 
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS = Path("/sys/kernel/debug")
@@ -32,14 +33,9 @@ def headers_state(release: str | None = None) -> str:
     return "matching"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+def cpu_model(proc: ProcFS = DEFAULT) -> str:
+    # arm64's /proc/cpuinfo has no "model name" line: "unknown" there.
+    return proc.cpu_model() or "unknown"
 
 
 def host_info() -> HostInfo:
