@@ -28,14 +28,36 @@ struct fntax_env_scratch {
 BPF_PERCPU_ARRAY(env_scratch, struct fntax_env_scratch, 1);
 BPF_HASH(exec_env, u32, struct fntax_env_scratch, 1024);
 
+/* Syscall numbers and argument registers differ by architecture: the loader
+ * passes profiler.bpf.arch.probe_cflags(). Until it does, x86_64's. */
+#if !defined(FNTAX_ARCH_X86_64) && !defined(FNTAX_ARCH_ARM64) && !defined(FNTAX_NR_EXECVE)
+#define FNTAX_ARCH_X86_64 1
+#endif
+#ifndef FNTAX_NR_EXECVE
+#define FNTAX_NR_EXECVE 59
+#endif
+#ifndef FNTAX_NR_EXECVEAT
+#define FNTAX_NR_EXECVEAT 322
+#endif
+/* envp is execve's 3rd argument and execveat's 4th. */
+#if defined(FNTAX_ARCH_X86_64)
+#define FNTAX_EXECVE_ENVP(regs) ((regs)->dx)
+#define FNTAX_EXECVEAT_ENVP(regs) ((regs)->r10)
+#elif defined(FNTAX_ARCH_ARM64)
+#define FNTAX_EXECVE_ENVP(regs) ((regs)->regs[2])
+#define FNTAX_EXECVEAT_ENVP(regs) ((regs)->regs[3])
+#else
+#error "fntax: no execve argument registers for this architecture (see profiler/bpf/arch.py)"
+#endif
+
 static __always_inline void fntax_scan_env(struct bpf_raw_tracepoint_args *ctx, long nr, u32 tid)
 {
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
     u64 envp = 0;
-    if (nr == 59)   /* execve(filename, argv, envp) */
-        bpf_probe_read_kernel(&envp, sizeof(envp), &regs->dx);
-    else            /* execveat(dirfd, filename, argv, envp, flags) */
-        bpf_probe_read_kernel(&envp, sizeof(envp), &regs->r10);
+    if (nr == FNTAX_NR_EXECVE)   /* execve(filename, argv, envp) */
+        bpf_probe_read_kernel(&envp, sizeof(envp), &FNTAX_EXECVE_ENVP(regs));
+    else                         /* execveat(dirfd, filename, argv, envp, flags) */
+        bpf_probe_read_kernel(&envp, sizeof(envp), &FNTAX_EXECVEAT_ENVP(regs));
     int zero = 0;
     struct fntax_env_scratch *s = env_scratch.lookup(&zero);
     if (!s || !envp)
@@ -70,7 +92,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     u32 tid = (u32)bpf_get_current_pid_tgid();
 #if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
     long id = (long)ctx->args[1];
-    if (id == 59 || id == 322)
+    if (id == FNTAX_NR_EXECVE || id == FNTAX_NR_EXECVEAT)
         fntax_scan_env(ctx, id, tid);
 #endif
     struct fntax_cpu *cpu = fntax_cpu_current(tid);

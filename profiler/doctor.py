@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from profiler.bpf import arch
 from profiler.system.host import TRACEFS, headers_state
 
 TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_switch", "sched/sched_wakeup",
@@ -129,7 +130,7 @@ def _perf_event(type_: int, config: int) -> tuple[bool, str]:
     libc = ctypes.CDLL(None, use_errno=True)
     attr = _PerfEventAttr(type=type_, size=ctypes.sizeof(_PerfEventAttr), config=config)
     attr.flags = 1  # disabled
-    fd = libc.syscall(298, ctypes.byref(attr), 0, -1, -1, 0)  # perf_event_open, this process
+    fd = libc.syscall(arch.current().nr_perf_event_open, ctypes.byref(attr), 0, -1, -1, 0)  # this process
     if fd < 0:
         return False, os.strerror(ctypes.get_errno())
     os.close(fd)
