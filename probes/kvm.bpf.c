@@ -35,7 +35,7 @@
  * thread alone on a CPU may never be switched out).
  *
  * Tunables, -D only: FNTAX_KVM_MAX_THREADS, FNTAX_KVM_MAX_PROCS,
- * FNTAX_KVM_FOLD_EVERY.
+ * FNTAX_KVM_FOLD_EVERY, FNTAX_KVM_PASS_TO_PERF.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -48,6 +48,15 @@
 #ifndef FNTAX_KVM_FOLD_EVERY
 #define FNTAX_KVM_FOLD_EVERY 256
 #endif
+/* A tracepoint's BPF programs gate its perf samples for every perf user: a
+ * program returning 0 blinds `perf kvm stat`, `perf record -e kvm:*` and
+ * `perf stat -e kvm:*` host-wide while fntax is attached (seen here: perf
+ * records no kvm event at all). Returning 1 lets them through, at the cost
+ * of perf's own (bufferless) handling of bcc's attach event per hit. */
+#ifndef FNTAX_KVM_PASS_TO_PERF
+#define FNTAX_KVM_PASS_TO_PERF 1
+#endif
+#define FNTAX_KVM_RET (FNTAX_KVM_PASS_TO_PERF ? 1 : 0)
 
 /* _IO(KVMIO=0xAE, 0x80) */
 #define FNTAX_KVM_RUN 0xAE80
@@ -382,7 +391,7 @@ TRACEPOINT_PROBE(kvm, kvm_exit)
 {
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     u32 slot = fntax_kvm_exit_slot(args->isa, args->exit_reason, args->info1);
     if (slot >= FNTAX_KVM_EXIT_SLOTS)
         slot = FNTAX_KVM_EXIT_OTHER;
@@ -394,14 +403,14 @@ TRACEPOINT_PROBE(kvm, kvm_exit)
     if (slot == FNTAX_VMX_HLT)
         cpu->delta.halt_exits += 1;
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_entry)
 {
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     u64 now = bpf_ktime_get_ns();
     cpu->f.entry_seen = 1;
     if (cpu->f.exit_since_ns) {
@@ -422,14 +431,14 @@ TRACEPOINT_PROBE(kvm, kvm_entry)
         cpu->delta.reentries_by_entry += 1;
     }
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
 {
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     u32 slot;
     if (args->errno < 0)
         slot = FNTAX_KVM_UEXIT_ERROR;
@@ -445,30 +454,30 @@ TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
     cpu->ue_dirty |= 1ull << slot;
     cpu->delta.userspace_exits += 1;
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
     if ((u32)args->cmd != FNTAX_KVM_RUN)
-        return 0;
+        return FNTAX_KVM_RET;
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     cpu->delta.kvm_runs += 1;
     if (cpu->f.ue_since_ns && !cpu->f.entry_seen) {
         fntax_kvm_close_userspace(cpu, bpf_ktime_get_ns());
         cpu->delta.reentries_by_run += 1;
     }
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_pio)
 {
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     if (args->rw)
         cpu->delta.pio_out += 1;
     else
@@ -477,14 +486,14 @@ TRACEPOINT_PROBE(kvm, kvm_pio)
     if (bucket < FNTAX_PORT_BUCKETS)
         cpu->delta.pio_ports[bucket] += 1;
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_mmio)
 {
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     if (args->type == 0)
         cpu->delta.mmio_unsatisfied += 1;
     else if (args->type == 1)
@@ -492,21 +501,21 @@ TRACEPOINT_PROBE(kvm, kvm_mmio)
     else
         cpu->delta.mmio_write += 1;
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_vcpu_wakeup)
 {
     struct fntax_kvm_cpu *cpu = fntax_kvm_current();
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     cpu->delta.halts += 1;
     if (args->waited)
         cpu->delta.halt_wait_ns += args->ns;
     else
         cpu->delta.halt_poll_ns += args->ns;
     fntax_kvm_tick(cpu);
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(sched, sched_switch)
@@ -514,7 +523,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     int zero = 0;
     struct fntax_kvm_cpu *cpu = kvm_cpu.lookup(&zero);
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     u32 prev = (u32)args->prev_pid;
     u32 next = (u32)args->next_pid;
 
@@ -538,7 +547,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     } else {
         __builtin_memset(&cpu->f, 0, sizeof(cpu->f));
     }
-    return 0;
+    return FNTAX_KVM_RET;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
@@ -546,7 +555,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     int zero = 0;
     struct fntax_kvm_cpu *cpu = kvm_cpu.lookup(&zero);
     if (!cpu)
-        return 0;
+        return FNTAX_KVM_RET;
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     u32 tgid = (u32)(id >> 32);
@@ -561,5 +570,5 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         if (p)
             p->exited = 1;
     }
-    return 0;
+    return FNTAX_KVM_RET;
 }
