@@ -10,13 +10,16 @@ The web config uses the format Prometheus exporters share:
     basic_auth_users:
       prometheus: $2b$12$...                          # bcrypt hashes only
 
-With TLS on, the socket speaks only TLS: a plaintext request fails.
+With TLS on, the socket speaks only TLS: a plaintext request fails. Python
+verifies every client certificate it accepts, so the client-certificate modes
+need client_ca_file (a client's certificate is never taken unverified).
 """
 
 from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import socket
 import ssl
 import threading
@@ -31,6 +34,10 @@ import yaml
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from profiler.errors import ConfigError, InputError
+
+# A client that connects and never completes its handshake (or request) is
+# dropped after this long, so it cannot hold a serving thread forever.
+CLIENT_TIMEOUT_SECONDS = 10.0
 
 _CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPTIONAL,
                 "RequireAnyClientCert": ssl.CERT_REQUIRED, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
@@ -58,6 +65,8 @@ def load_web_config(path: str | Path | None) -> WebConfig:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"{path}: cannot read web config: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: web config is not text (UTF-8)") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: web config is not valid YAML") from err
     data = data or {}
@@ -88,6 +97,12 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     if auth_type not in _CLIENT_AUTH:
         raise ConfigError(f"{path}: tls_server_config.client_auth_type {auth_type!r} is not one of "
                           f"{', '.join(_CLIENT_AUTH)}")
+    if auth_type != "NoClientCert" and ca is None:
+        # Without a CA every client certificate fails verification: refuse
+        # the config rather than every scrape.
+        raise ConfigError(f"{path}: tls_server_config.client_auth_type {auth_type} needs client_ca_file")
+    if cert is None and ca is not None:
+        raise ConfigError(f"{path}: tls_server_config: client certificates need cert_file and key_file")
     hashes: dict[str, bytes] = {}
     for user, hashed in users.items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
@@ -115,7 +130,10 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def with_basic_auth(app: WSGIApp, users: Mapping[str, bytes]) -> WSGIApp:
     """Check credentials against bcrypt hashes; 401 otherwise."""
-    cache: dict[tuple[str, bytes], bool] = {}
+    # bcrypt is slow on purpose: remember the credentials that passed (by
+    # digest, not the password itself). Failures are not remembered, so
+    # guessing cannot grow the cache.
+    accepted: set[tuple[str, bytes]] = set()
     lock = threading.Lock()
 
     def check(header: str) -> bool:
@@ -128,11 +146,15 @@ def with_basic_auth(app: WSGIApp, users: Mapping[str, bytes]) -> WSGIApp:
         hashed = users.get(user)
         if hashed is None:
             return False
-        key = (user, password.encode())
-        with lock:  # bcrypt is slow on purpose: remember good answers
-            if key not in cache:
-                cache[key] = bcrypt.checkpw(password.encode(), hashed)
-            return cache[key]
+        key = (user, hashlib.sha256(password.encode()).digest())
+        with lock:
+            if key in accepted:
+                return True
+        if not bcrypt.checkpw(password.encode(), hashed):
+            return False
+        with lock:
+            accepted.add(key)
+        return True
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if check(environ.get("HTTP_AUTHORIZATION", "")):
@@ -155,15 +177,28 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _TLSServer(_ThreadingServer):
+    # Set per server by serve(): a class-wide context would be shared by
+    # every server in the process.
     ssl_context: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
         assert self.ssl_context is not None
-        return self.ssl_context.wrap_socket(sock, server_side=True), addr
+        # The handshake waits for the client: done in the accepting thread, one
+        # silent client would stall every scrape. It runs in the request's
+        # thread (finish_request) instead.
+        sock.settimeout(CLIENT_TIMEOUT_SECONDS)
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError):
+            return  # plaintext clients, bad or missing client certificates, timeouts: refused quietly
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # failed handshakes (plaintext clients, bad certificates) are refused quietly
+        pass  # a client that goes away mid-request is not an error of the agent
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -191,15 +226,16 @@ def serve(body: Callable[[], bytes], listen: str, config: WebConfig) -> tuple[WS
     app: WSGIApp = metrics_app(body)
     if config.users:
         app = with_basic_auth(app, config.users)
-    server_class = _TLSServer if config.tls else _ThreadingServer
-    if config.tls:
-        _TLSServer.ssl_context = _ssl_context(config)
+    context = _ssl_context(config) if config.tls else None
+    server_class = _TLSServer if context is not None else _ThreadingServer
     try:
         server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise InputError(f"cannot listen on {host}:{port}: address already in use") from err
         raise InputError(f"cannot listen on {host}:{port}: {err.strerror}") from err
+    if isinstance(server, _TLSServer):
+        server.ssl_context = context  # before serving starts: no request sees it unset
     thread = threading.Thread(target=server.serve_forever, name="fntax-http", daemon=True)
     thread.start()
     return server, thread
