@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 from tests.guests.build import build_boot_sector, build_pvh_elf  # noqa: E402
 from tests.guests.kvm_probe import KvmFigures, KvmProbe  # noqa: E402
-from tests.guests.run import qemu_command, run_vm, start_vm, why_no_vm  # noqa: E402
+from tests.guests.run import qemu_command, start_vm, why_no_vm  # noqa: E402
 
 pytestmark = [pytest.mark.kvm, pytest.mark.bpf]
 
@@ -91,7 +91,7 @@ def test_two_vms_at_once_keep_their_own_figures(probe: KvmProbe, tmp_path: Path)
     runs = []
     for i, writes in enumerate((2000, 5000)):
         image = tmp_path / f"guest{i}.elf"
-        spec = build_pvh_elf(image, writes, spin=20000)
+        spec = build_pvh_elf(image, writes, spin=300)
         runs.append((writes, spec, time.monotonic(), start_vm(image, f"kvm-groundwork-pair-{i}", "microvm")))
     ends = []
     for writes, spec, started, proc in runs:
@@ -106,10 +106,12 @@ def test_two_vms_at_once_keep_their_own_figures(probe: KvmProbe, tmp_path: Path)
 def test_halts_are_kept_apart_from_exit_time(probe: KvmProbe, tmp_path: Path) -> None:
     image = tmp_path / "idle.img"
     spec = build_boot_sector(image, 100, halt_ticks=8)     # about 0.44 s halted, then 100 writes
-    status, wall, err = run_vm(image, "kvm-groundwork-idle", "bios", timeout=120)
-    assert status == spec.exit_status, err
-    procs = [p for p in probe.snapshot().values() if p.exited and p.halts]
-    fig = max(procs, key=lambda p: p.tgid)   # the newest VM that halted: this one
+    started = time.monotonic()
+    proc = start_vm(image, "kvm-groundwork-idle", "bios")
+    _, err = proc.communicate(timeout=120)
+    wall = time.monotonic() - started
+    assert proc.returncode == spec.exit_status, err.decode(errors="replace")
+    fig = _figures(probe, proc.pid)
     assert fig.pio_ports.get("post") == 100
     assert fig.halts >= 5
     halted = fig.halt_wait_seconds + fig.halt_poll_seconds
@@ -152,3 +154,20 @@ def test_counts_agree_with_perf(probe: KvmProbe, tmp_path: Path) -> None:
         assert fig.pio == perf_counts["kvm:kvm_pio"]
         assert fig.userspace_exits == perf_counts["kvm:kvm_userspace_exit"]
         assert fig.mmio + fig.mmio_unsatisfied == perf_counts.get("kvm:kvm_mmio", 0)
+
+
+def test_a_live_qemu_is_named_by_its_name_option(tmp_path: Path) -> None:
+    """vm_naming on the real /proc of a running QEMU (the fixtures' shapes, checked live)."""
+    from tests.guests.vm_naming import IdSource, Monitor, identify_vm, read_process_facts
+
+    image = tmp_path / "long.elf"
+    spec = build_pvh_elf(image, 100, spin=20_000)
+    proc = start_vm(image, "fn-live-7", "microvm", extra=["-smp", "2"])
+    try:
+        time.sleep(0.3)
+        vm = identify_vm(read_process_facts(Path("/proc"), proc.pid))
+    finally:
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == spec.exit_status, err.decode(errors="replace")
+    assert vm is not None
+    assert (vm.monitor, vm.vm_id, vm.id_source, vm.machine) == (Monitor.QEMU, "fn-live-7", IdSource.QEMU_NAME, "microvm")

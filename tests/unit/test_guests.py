@@ -216,3 +216,131 @@ def test_qemu_command_lines() -> None:
         qemu_command("/tmp/g.elf", "a,b", "microvm")
     with pytest.raises(ValueError):
         qemu_command("/tmp/g.elf", "a", "firecracker")
+
+
+# ---- VM naming (tests/guests/vm_naming.py) on real-shaped /proc fixture trees ----
+
+from tests.guests.vm_naming import (  # noqa: E402
+    FIRECRACKER_DEFAULT_ID, MONITORS, IdSource, Monitor, ProcessFacts, identify_vm, read_process_facts, vcpu_index,
+)
+
+FIXTURES = ROOT / "tests" / "fixtures" / "vm"
+
+
+def _identify(case: str, pid: int):  # type: ignore[no-untyped-def]
+    return identify_vm(read_process_facts(FIXTURES / case / "proc", pid))
+
+
+def test_fixture_reader_reads_argv_cgroup_and_threads() -> None:
+    facts = read_process_facts(FIXTURES / "firecracker" / "proc", 4242)
+    assert facts.comm == "firecracker"
+    assert facts.cmdline[:5] == ("/usr/local/bin/firecracker", "--api-sock", "/run/fc/fn-alpha.sock", "--id", "fn-alpha")
+    assert facts.cgroup_lines == ("0::/system.slice/fc-agent.service",)
+    assert facts.thread_comms == ("firecracker", "fc_api", "fc_vcpu 0", "fc_vcpu 1")
+
+
+def test_firecracker_by_its_id_with_vcpu_threads() -> None:
+    vm = _identify("firecracker", 4242)
+    assert vm is not None
+    assert (vm.monitor, vm.vm_id, vm.id_source, vm.jailed) == (Monitor.FIRECRACKER, "fn-alpha", IdSource.ARG_ID, False)
+    assert vm.vcpus == (0, 1)
+
+
+def test_jailer_v1_cgroup_names_the_vm() -> None:
+    vm = _identify("jailer-v1", 5100)
+    assert vm is not None
+    assert vm.monitor is Monitor.FIRECRACKER and vm.jailed
+    assert (vm.vm_id, vm.id_source) == ("551e7604-e35c-42b3-b825-416853441234", IdSource.JAILER_CGROUP)
+    assert vm.vcpus == (0,)
+
+
+def test_the_jailer_before_exec_is_named_by_its_own_id() -> None:
+    vm = _identify("jailer-v1", 5200)
+    assert vm is not None
+    assert (vm.monitor, vm.vm_id, vm.id_source, vm.jailed) == (
+        Monitor.FIRECRACKER, "fn-beta", IdSource.JAILER_ARG, True)   # not firecracker's --id after "--"
+
+
+def test_jailer_v2_with_a_cgroup_under_a_custom_parent() -> None:
+    vm = _identify("jailer-v2", 6100)
+    assert vm is not None
+    assert (vm.vm_id, vm.id_source, vm.jailed) == ("fn-gamma", IdSource.JAILER_CGROUP, True)
+    assert vm.vcpus == (0, 1, 2)
+
+
+def test_jailer_v2_without_cgroup_falls_back_to_the_id() -> None:
+    vm = _identify("jailer-v2", 6200)
+    assert vm is not None
+    assert (vm.vm_id, vm.id_source, vm.jailed) == ("fn-delta", IdSource.ARG_ID, True)
+
+
+def test_qemu_name_forms_machine_and_vcpu_threads() -> None:
+    vm = _identify("qemu", 7100)
+    assert vm is not None
+    assert (vm.monitor, vm.vm_id, vm.id_source, vm.machine) == (Monitor.QEMU, "fn-qemu-1", IdSource.QEMU_NAME, "microvm")
+    assert vm.vcpus == (0, 1)
+    vm = _identify("qemu", 7200)
+    assert vm is not None
+    assert (vm.vm_id, vm.machine, vm.vcpus) == ("fn-qemu-2", "q35", ())   # no debug-threads: unnamed vCPUs
+
+
+def test_cloud_hypervisor_by_api_socket_name() -> None:
+    vm = _identify("cloud-hypervisor", 8100)
+    assert vm is not None
+    assert (vm.monitor, vm.vm_id, vm.id_source, vm.vcpus) == (
+        Monitor.CLOUD_HYPERVISOR, "fn-ch-7", IdSource.API_SOCKET, (0, 1))
+    vm = _identify("cloud-hypervisor", 8200)
+    assert vm is not None and vm.vm_id == "fn-ch-8"          # path=... form
+
+
+def test_crosvm_by_control_socket() -> None:
+    vm = _identify("crosvm", 9100)
+    assert vm is not None
+    assert (vm.monitor, vm.vm_id, vm.id_source, vm.vcpus) == (Monitor.CROSVM, "fn-cv-3", IdSource.CONTROL_SOCKET, (0, 1))
+
+
+@pytest.mark.parametrize("pid", [300, 301, 302])
+def test_processes_that_only_mention_a_monitor_are_not_vms(pid: int) -> None:
+    assert _identify("host", pid) is None
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["qemu-system-x86_64", "-name", "foo"], "foo"),
+    (["qemu-system-x86_64", "-name", "guest=foo,debug-threads=on"], "foo"),
+    (["qemu-system-x86_64", "-name", "foo,process=bar"], "foo"),
+    (["qemu-system-x86_64", "--name", "debug-threads=on,guest=late"], "late"),
+    (["qemu-system-x86_64", "-name", "a,,b"], "a,b"),
+    (["qemu-system-aarch64", "-name=eq"], "eq"),
+    (["qemu-kvm", "-name", "rhel"], "rhel"),
+    (["qemu-system-x86_64", "-enable-kvm"], None),
+])
+def test_qemu_name_syntax(argv: list[str], expected: str | None) -> None:
+    vm = identify_vm(ProcessFacts("qemu-system-x86", tuple(argv)))
+    assert vm is not None and vm.monitor is Monitor.QEMU
+    assert vm.vm_id == expected
+    assert vm.id_source is (IdSource.QEMU_NAME if expected else IdSource.NONE)
+
+
+def test_firecracker_without_id_and_without_argv() -> None:
+    vm = identify_vm(ProcessFacts("firecracker", ("firecracker", "--api-sock", "/tmp/fc.sock")))
+    assert vm is not None and (vm.vm_id, vm.id_source) == (FIRECRACKER_DEFAULT_ID, IdSource.DEFAULT)
+    vm = identify_vm(ProcessFacts("firecracker", ("firecracker", "--id=eqform")))
+    assert vm is not None and vm.vm_id == "eqform"
+    # A zombie or unreadable cmdline: the comm still recognises it; a jailer
+    # cgroup under the default parent still names it.
+    vm = identify_vm(ProcessFacts("firecracker", (), ("0::/firecracker/fn-zombie",)))
+    assert vm is not None and (vm.vm_id, vm.id_source) == ("fn-zombie", IdSource.JAILER_CGROUP)
+
+
+def test_a_qemu_renamed_by_process_option_is_found_by_argv0() -> None:
+    vm = identify_vm(ProcessFacts("fn-renamed", ("/usr/bin/qemu-system-x86_64", "-name", "x,process=fn-renamed")))
+    assert vm is not None and vm.monitor is Monitor.QEMU and vm.vm_id == "x"
+
+
+def test_table_is_ordered_and_vcpu_names() -> None:
+    assert [row.monitor for row in MONITORS][:2] == [Monitor.FIRECRACKER, Monitor.FIRECRACKER]
+    assert vcpu_index(Monitor.FIRECRACKER, "fc_vcpu 12") == 12
+    assert vcpu_index(Monitor.FIRECRACKER, "fc_api") is None
+    assert vcpu_index(Monitor.QEMU, "CPU 3/KVM") == 3
+    assert vcpu_index(Monitor.CLOUD_HYPERVISOR, "vcpu7") == 7
+    assert vcpu_index(Monitor.CROSVM, "crosvm_vcpu1") == 1
