@@ -24,9 +24,11 @@ from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
 from profiler.ledger.functions import Aggregator  # noqa: E402
 from profiler.attribution.rules import ProcessFacts, load_rules  # noqa: E402
-from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions  # noqa: E402
+from profiler.figures import ONCPU, SYSCALLS  # noqa: E402
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample  # noqa: E402
+from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions  # noqa: E402
 from profiler.tax.compute import HostCosts  # noqa: E402
+from profiler.tax.function_tax import TaxLedger  # noqa: E402
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -44,12 +46,12 @@ def scrape_at_scale(functions: int = 1000) -> None:
             facts[pid] = ProcessFacts(pid, pid, pid, "python3", "python3 handler.py", "/",
                                       {"AWS_LAMBDA_FUNCTION_NAME": f"fn-{i:04d}"})
             agg.on_fork(pid, 1, 0)
-            samples.append(ProcessSample(pid, "python3", 1, False, Counters(syscalls=1000 + i, oncpu_ns=10**7),
+            samples.append(ProcessSample(pid, "python3", 1, False, Counters(**{SYSCALLS.field: 1000 + i, ONCPU.field: 10**7}),
                                          {f"sys{k}": CallStats(k + 1, 1000) for k in range(50)},
                                          {"libz": CallStats(3, 10**6, 10**6)}))
     agg.update(KernelSnapshot(tuple(samples), {}, 0))
-    source = AgentSource(agg.view, lambda: SelfStats((), {}, {}, {}, {}), HostCosts(1.5e-6, 1e-6, 1e-7, 1.3e-9),
-                         0.0000166667)
+    source = AgentSource(lambda: SelfStats({}, {}, {}, {}, {}))
+    tax = TaxLedger(HostCosts(1.5e-6, 1e-6, 1e-7, 1.3e-9), 0.0000166667, 128)
     registry = CollectorRegistry()
     registry.register(FntaxCollector(source))
     times, folds = [], []
@@ -58,10 +60,10 @@ def scrape_at_scale(functions: int = 1000) -> None:
         # The agent's loop folds the maps into a view once a second; a scrape
         # renders the latest view (re-rendered when it changed) + self-metrics.
         start = time.perf_counter()
-        view = agg.view()
+        view = tax.update(agg.view(), {})
         folds.append(time.perf_counter() - start)
         start = time.perf_counter()
-        body = render_functions(view, source) + generate_latest(registry)
+        body = render_functions(view) + generate_latest(registry)
         times.append(time.perf_counter() - start)
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     median_ms = statistics.median(times) * 1e3

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from profiler.capture.run import _GatedChild  # noqa: E402
 from profiler.system.host import cpu_model, ensure_tracefs  # noqa: E402
+from profiler.bpf.loader import compile_text  # noqa: E402
 from profiler.bpf.probes import KernelProbes, ProbeOptions  # noqa: E402
 
 FLOOR = r"""
@@ -103,14 +104,12 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench: needs root")
     ensure_tracefs()
-    from bcc import BPF
-
     syscalls = 2 * args.count
-    floor = BPF(text=FLOOR)
+    floor = compile_text(FLOOR)
     floor_detach = [lambda: floor.detach_raw_tracepoint(b"sys_enter"), lambda: floor.detach_raw_tracepoint(b"sys_exit")]
     for detach in floor_detach:
         detach()
-    naive = BPF(text=NAIVE)
+    naive = compile_text(NAIVE)
     naive.detach_raw_tracepoint(b"sys_enter")
     naive.detach_raw_tracepoint(b"sys_exit")
 
@@ -134,7 +133,7 @@ def main() -> None:
     def with_agent_probes() -> float:
         # The agent's configuration: every process tracked, fork/exec/exit events on.
         with KernelProbes(ProbeOptions(trace_all=True, events=True, measure_probe_costs=False)) as probes:
-            probes.open_events(lambda *_event: None)
+            probes.open_events(lambda _event: None)
             return run_dd(args.count)
 
     def with_syscount() -> float:

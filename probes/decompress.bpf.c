@@ -13,15 +13,13 @@
  *
  * A uprobe program cannot tell which library it is attached to, so each
  * library id gets its own tiny entry program (FNTAX_DECOMP_LIB below); the
- * ids are assigned by profiler/decompress_targets.py.
+ * ids are enum fntax_decomp_lib (fntax.h), used by profiler/bpf/decompress_targets.py.
  */
 #include "fntax.h"
 
 #ifndef FNTAX_MAX_DECOMP
 #define FNTAX_MAX_DECOMP 16384
 #endif
-
-#define FNTAX_LIB_LZMA 2
 
 struct fntax_decomp_active {
     u64 enter_ns;

@@ -1,6 +1,6 @@
 /* Shared definitions for fntax's probe families.
  *
- * All families are compiled into one BPF module (profiler/kernel.py), so the
+ * All families are compiled into one BPF module (profiler/bpf/loader.py), so the
  * maps declared here are shared by every family. The loader puts this header's
  * text first in the module (bcc only rewrites map declarations and
  * TRACEPOINT_PROBEs in the main text); the guard then turns each family's
@@ -16,7 +16,7 @@
  * lookups, no hash). The slot is folded into the per-process `procs` map when
  * its task is switched out or exits.
  *
- * Tunables come in only as -D flags (see profiler/kernel.py):
+ * Tunables come in only as -D flags (see profiler/bpf/loader.py):
  *   FNTAX_MAX_TASKS, FNTAX_MAX_PROCS, FNTAX_MAX_PROC_SYSCALLS, FNTAX_TRACE_ALL
  */
 #ifndef FNTAX_H
@@ -51,8 +51,9 @@
  * TASK_REPORT_MAX (0x100) marks preemption and is outside the mask. */
 #define FNTAX_TASK_REPORT_MASK 0xff
 
-/* Indices of the map-update failure counters (errors map). Keep in step with
- * profiler/kernel.py MAP_ERROR_NAMES. */
+/* Indices of the map-update failure counters (errors map). User space reads
+ * this enum from here (profiler/bpf/contracts.py): FNTAX_ERR_<MAP> is the
+ * slot of map <map>; FNTAX_ERR_SLOTS is the array size. */
 enum fntax_map_error {
     FNTAX_ERR_TASKS = 0,
     FNTAX_ERR_PROCS = 1,
@@ -62,12 +63,15 @@ enum fntax_map_error {
     FNTAX_ERR_SLOTS = 8,
 };
 
+/* Per-process (and per-CPU delta) counters. Every member is a u64 that only
+ * grows; user space reads them by name and order (profiler/figures.py
+ * declares what each becomes, and the loader checks the two agree). */
 struct fntax_counters {
     u64 syscalls;
     u64 syscall_ns;          /* enter to exit, blocked time included */
     u64 syscall_offcpu_ns;   /* part of syscall_ns spent switched out */
-    u64 voluntary;
-    u64 involuntary;
+    u64 voluntary_switches;
+    u64 involuntary_switches;
     u64 oncpu_ns;
     u64 runqueue_ns;
     u64 faults_user;
@@ -77,6 +81,7 @@ struct fntax_counters {
     u64 hardirq_ns;
     u64 softirq_ns;
 };
+#define FNTAX_COUNTER_WORDS (sizeof(struct fntax_counters) / sizeof(u64))
 
 /* procs: per process (tgid). */
 struct fntax_proc {
@@ -136,9 +141,22 @@ struct fntax_sys_key {
     u32 nr;
 };
 
+/* Decompressor library ids, read by user space from here: FNTAX_LIB_<NAME>
+ * is library lib<name>; extra (--decompressor) libraries take ids from
+ * FNTAX_LIB_EXTRA up to FNTAX_LIB_LAST. Each id has its own entry program. */
+enum fntax_decomp_lib {
+    FNTAX_LIB_Z = 0,
+    FNTAX_LIB_ZSTD = 1,
+    FNTAX_LIB_LZMA = 2,
+    FNTAX_LIB_BZ2 = 3,
+    FNTAX_LIB_LZ4 = 4,
+    FNTAX_LIB_EXTRA = 5,
+    FNTAX_LIB_LAST = 12,
+};
+
 struct fntax_decomp_key {
     u32 tgid;
-    u32 lib;               /* index into profiler/decompress_targets.LIBRARIES */
+    u32 lib;                 /* enum fntax_decomp_lib */
 };
 
 struct fntax_sys_val {
@@ -219,22 +237,16 @@ static __always_inline u64 fntax_thread_oncpu(u32 tid, struct fntax_task *t, u64
     return clock;
 }
 
+/* Counter by counter: fntax_counters is an array of u64 in all but name, so
+ * adding one to another never needs to spell a member. */
 static __always_inline void fntax_add_counters(struct fntax_counters *dst,
                                                const struct fntax_counters *src)
 {
-    __sync_fetch_and_add(&dst->syscalls, src->syscalls);
-    __sync_fetch_and_add(&dst->syscall_ns, src->syscall_ns);
-    __sync_fetch_and_add(&dst->syscall_offcpu_ns, src->syscall_offcpu_ns);
-    __sync_fetch_and_add(&dst->voluntary, src->voluntary);
-    __sync_fetch_and_add(&dst->involuntary, src->involuntary);
-    __sync_fetch_and_add(&dst->oncpu_ns, src->oncpu_ns);
-    __sync_fetch_and_add(&dst->runqueue_ns, src->runqueue_ns);
-    __sync_fetch_and_add(&dst->faults_user, src->faults_user);
-    __sync_fetch_and_add(&dst->faults_kernel, src->faults_kernel);
-    __sync_fetch_and_add(&dst->faults_minor, src->faults_minor);
-    __sync_fetch_and_add(&dst->faults_major, src->faults_major);
-    __sync_fetch_and_add(&dst->hardirq_ns, src->hardirq_ns);
-    __sync_fetch_and_add(&dst->softirq_ns, src->softirq_ns);
+    u64 *d = (u64 *)dst;
+    const u64 *s = (const u64 *)src;
+#pragma unroll
+    for (int i = 0; i < FNTAX_COUNTER_WORDS; i++)
+        __sync_fetch_and_add(&d[i], s[i]);
 }
 
 static __always_inline void fntax_fold_syscall_nr(u32 tgid, u32 nr)

@@ -44,9 +44,9 @@ TRACEPOINT_PROBE(sched, sched_switch)
         int preempted = (args->prev_state & FNTAX_TASK_REPORT_MASK) == 0;
         cpu->delta.oncpu_ns += now - cpu->oncpu_since_ns;
         if (preempted)
-            cpu->delta.involuntary += 1;
+            cpu->delta.involuntary_switches += 1;
         else
-            cpu->delta.voluntary += 1;
+            cpu->delta.voluntary_switches += 1;
         struct fntax_task *t = tasks.lookup(&prev);
         if (t) {
             t->oncpu_ns += now - cpu->oncpu_since_ns;

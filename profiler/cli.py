@@ -149,8 +149,8 @@ def doctor(as_json: bool) -> None:
 @_one_line_errors
 def report(capture_file: str, top: int, plot_path: str | None) -> None:
     """Print a readable report of a capture written by `fntax profile --json`."""
-    from profiler.files import read_json
-    from profiler.output.report import CAPTURE_VERSION, render_capture_json
+    from profiler.output.capture_json import read_capture
+    from profiler.output.report import render
 
     if plot_path:
         from profiler.files import check_writable_destination
@@ -158,12 +158,12 @@ def report(capture_file: str, top: int, plot_path: str | None) -> None:
 
         check_plot_path(plot_path)
         check_writable_destination(plot_path)
-    data = read_json(capture_file, expect_version=CAPTURE_VERSION)
-    click.echo(render_capture_json(data, top, source=capture_file))
+    result = read_capture(capture_file)
+    click.echo(render(result, top))
     if plot_path:
         from profiler.output.plot import plot_capture
 
-        plot_capture(data, plot_path)
+        plot_capture(result, plot_path)
         click.echo(f"plot written to {plot_path}", err=True)
 
 
@@ -279,7 +279,7 @@ def baseline_list() -> None:
               help="TLS and basic auth, in the Prometheus exporters' web config format.")
 @click.option("--retention", "retention_seconds", type=float, default=300.0, show_default=True,
               help="Seconds an exited function's series stay before folding into function=\"_exited\".")
-@click.option("--top-syscalls", type=click.IntRange(1, 100), default=7, show_default=True,
+@click.option("--top-syscalls", type=click.IntRange(1, 100), default=6, show_default=True,
               help="Per-function syscall names kept (the rest become \"other\"); with the default, "
                    "1,000 functions make under 30,000 series.")
 @click.option("--interval", "interval_seconds", type=float, default=1.0, show_default=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from profiler.bpf import arch
+from profiler.bpf.loader import bcc_version, trial_load
 from profiler.system.host import TRACEFS, headers_state
 
 TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_switch", "sched/sched_wakeup",
@@ -76,20 +77,11 @@ def _try(check: Callable[[], tuple[bool, str]]) -> tuple[bool, str]:
 
 
 def _bcc() -> tuple[bool, str]:
-    import bcc
-
-    return True, f"bcc {getattr(bcc, '__version__', '?')}"
+    return True, f"bcc {bcc_version()}"
 
 
 def _trial(text: str, attach: Callable[[Any], None] | None = None) -> tuple[bool, str]:
-    from bcc import BPF
-
-    bpf = BPF(text=text)
-    try:
-        if attach:
-            attach(bpf)
-    finally:
-        bpf.cleanup()
+    trial_load(text, attach)
     return True, "loaded and attached"
 
 

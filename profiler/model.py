@@ -2,36 +2,67 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
-NS_PER_SECOND = 1_000_000_000
+from profiler.figures import BY_FIELD, FIGURES, NS_PER_SECOND, Figure
+
+__all__ = ["NS_PER_SECOND", "Counters", "CallStats", "ProcessSample", "KernelSnapshot", "HostInfo",
+           "WorkloadSummary", "Capture", "merge_calls", "summarise"]
 
 
-@dataclass(frozen=True)
 class Counters:
-    """Kernel-side activity of one process or one workload, in base units."""
+    """Kernel-side activity of one process or one workload: one value per
+    figure of `profiler.figures.FIGURES`, in its order, in raw units.
 
-    syscalls: int = 0
-    syscall_ns: int = 0
-    syscall_offcpu_ns: int = 0
-    voluntary_switches: int = 0
-    involuntary_switches: int = 0
-    oncpu_ns: int = 0
-    runqueue_ns: int = 0
-    faults_user: int = 0
-    faults_kernel: int = 0
-    faults_minor: int = 0
-    faults_major: int = 0
-    hardirq_ns: int = 0
-    softirq_ns: int = 0
+    Read with `counters[figure]` (raw) or `counters.value(figure)` (base
+    unit). Built from the probes' struct by the snapshot reader, or by field
+    name: `Counters(syscalls=3)`."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Iterable[int] | None = None, **by_field: int) -> None:
+        raw = list(values) if values is not None else [0] * len(FIGURES)
+        if len(raw) != len(FIGURES):
+            raise ValueError(f"expected {len(FIGURES)} counter values, got {len(raw)}")
+        for name, value in by_field.items():
+            if name not in BY_FIELD:
+                raise TypeError(f"no counter named {name!r}")
+            raw[FIGURES.index(BY_FIELD[name])] = value
+        self._values: tuple[int, ...] = tuple(raw)
+
+    def __getitem__(self, figure: Figure) -> int:
+        return self._values[FIGURES.index(figure)]
+
+    def value(self, figure: Figure) -> int | float:
+        return figure.value(self[figure])
+
+    def items(self) -> Iterator[tuple[Figure, int]]:
+        return zip(FIGURES, self._values)
+
+    @property
+    def raw(self) -> tuple[int, ...]:
+        return self._values
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(**{
-            f.name: getattr(self, f.name) + getattr(other, f.name)
-            for f in dataclasses.fields(self)
-        })
+        return Counters(a + b for a, b in zip(self._values, other._values))
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(a - b for a, b in zip(self._values, other._values))
+
+    def growth_since(self, earlier: Counters) -> Counters:
+        """What grew since `earlier`; a counter that went down counts as 0."""
+        return Counters(max(0, a - b) for a, b in zip(self._values, earlier._values))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Counters) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(self._values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.field}={v}" for f, v in self.items() if v)
+        return f"Counters({shown})"
 
 
 @dataclass(frozen=True)
@@ -118,3 +149,17 @@ class Capture:
     @property
     def interrupted(self) -> bool:
         return self.stop_signal is not None
+
+
+def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSummary:
+    """A workload's processes summed, with its wall time."""
+    counters = Counters()
+    syscalls: dict[str, CallStats] = {}
+    decomp: dict[str, CallStats] = {}
+    for proc in processes:
+        counters = counters + proc.counters
+        syscalls = merge_calls(syscalls, proc.syscalls_by_name)
+        decomp = merge_calls(decomp, proc.decompression_by_library)
+    return WorkloadSummary(wall_seconds=wall_ns / NS_PER_SECOND, processes=len(processes),
+                           counters=counters, syscalls_by_name=syscalls,
+                           decompression_by_library=decomp)

@@ -19,16 +19,15 @@ import psutil
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from profiler.ledger.functions import Aggregator, FunctionView
-from profiler.attribution.rules import Rules, load_rules
-from profiler.tax.calibrate import ensure_calibration
-from profiler.tax.cost import price_table
-from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions
-from profiler.bpf.probes import KernelProbes, ProbeOptions
-from profiler.capture.session import host_costs
 from profiler.agent.webserver import load_web_config, serve
-
-EV_FORK, EV_EXEC, EV_EXIT = 1, 2, 3
+from profiler.attribution.rules import Rules, load_rules
+from profiler.bpf.events import EventType, ProcessEvent
+from profiler.bpf.probes import KernelProbes, ProbeOptions
+from profiler.ledger.functions import Aggregator
+from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions
+from profiler.tax.calibrate import ensure_calibration, host_costs
+from profiler.tax.cost import price_table
+from profiler.tax.function_tax import TaxedFunction, TaxLedger
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class AgentSettings:
     rules_path: str | None = None
     web_config_path: str | None = None
     retention_seconds: float = 300.0
-    top_syscalls: int = 7
+    top_syscalls: int = 6
     interval_seconds: float = 1.0
     prices: str = "x86_64"
     default_memory_mb: int = 128
@@ -62,14 +61,14 @@ class Agent:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._aggregator = Aggregator(self.rules, settings.retention_seconds, settings.top_syscalls)
-        self._view: list[FunctionView] = []
-        self._self: SelfStats = SelfStats((), {}, {}, {}, {})
+        self._view: list[TaxedFunction] = []
+        self._self: SelfStats = SelfStats({}, {}, {}, {}, {})
         self.probes: KernelProbes | None = None
         self._rendered: bytes = b""
-        self._rendered_for: list[FunctionView] | None = None
+        self._rendered_for: list[TaxedFunction] | None = None
 
     # -- the collector reads these (HTTP thread) ---------------------------------
-    def functions(self) -> list[FunctionView]:
+    def functions(self) -> list[TaxedFunction]:
         with self._lock:
             return list(self._view)
 
@@ -84,7 +83,7 @@ class Agent:
             view = self._view
             cached = self._rendered if self._rendered_for is view else None
         if cached is None:
-            cached = render_functions(view, self._source)
+            cached = render_functions(view)
             with self._lock:
                 self._rendered, self._rendered_for = cached, view
         body = cached + generate_latest(self._registry)
@@ -94,11 +93,13 @@ class Agent:
     # -- lifecycle ---------------------------------------------------------------
     def run(self) -> None:
         costs = host_costs(ensure_calibration(progress=self.say))
+        # Probe costs are measured at load, as for `fntax profile`: the tax
+        # layer takes the observer out of the syscall tax the same way.
         options = ProbeOptions(trace_all=True, events=True, exec_env_name=self.rules.exec_env_name(),
-                               run_time_stats=False, measure_probe_costs=False, max_procs=self.settings.max_procs,
+                               run_time_stats=False, measure_probe_costs=True, max_procs=self.settings.max_procs,
                                max_tasks=self.settings.max_tasks)
-        self._source = AgentSource(self.functions, self.self_stats, costs, self.prices.gb_second,
-                                   self.settings.default_memory_mb)
+        self._tax = TaxLedger(costs, self.prices.gb_second, self.settings.default_memory_mb)
+        self._source = AgentSource(self.self_stats)
         self._registry = CollectorRegistry()
         self._registry.register(FntaxCollector(self._source))
         self.say("loading probes (system-wide)")
@@ -161,11 +162,11 @@ class Agent:
         self.probes.forget(exited)
         entries, capacity = self.probes.map_fill()
         stats = SelfStats(
-            probes_attached=tuple(self.probes.attached.tracepoints + self.probes.attached.uprobes),
+            probes_attached={probe: len(points) for probe, points in self.probes.attached.points.items()},
             probe_runs={name: (s.runs, s.run_ns) for name, s in self.probes.program_stats().items()},
             map_entries=entries, map_capacity=capacity,
-            map_update_failures=dict(snapshot.map_update_failures))
-        view = self._aggregator.view()
+            map_update_failures=dict(snapshot.map_update_failures), events_lost=self.probes.events_lost)
+        view = self._tax.update(self._aggregator.view(), snapshot.probe_mean_ns)
         with self._lock:
             self._view = view
             self._self = stats
@@ -179,17 +180,18 @@ class Agent:
         self._aggregator.rules = rules
         self.say("rules reloaded (they apply to processes that start from now on)")
 
-    def _on_event(self, kind: int, pid: int, ppid: int, ts_ns: int, env_value: str | None) -> None:
-        if kind == EV_FORK:
-            if self._aggregator.knows(pid):
+    def _on_event(self, event: ProcessEvent) -> None:
+        if event.type is EventType.FORK:
+            if self._aggregator.knows(event.pid):
                 # The pid was reused before the last fold drained its previous
                 # owner: fold now, so the old process's figures leave the map
                 # before the new one adds to it.
                 self.refresh()
-            self._aggregator.on_fork(pid, ppid, ts_ns)
-        elif kind == EV_EXEC:
+            self._aggregator.on_fork(event.pid, event.ppid, event.ts_ns)
+        elif event.type is EventType.EXEC:
             name = self.rules.exec_env_name()
-            self._aggregator.on_exec(pid, {name: env_value} if name and env_value is not None else None)
+            env = event.env_value
+            self._aggregator.on_exec(event.pid, {name: env} if name and env is not None else None)
 
 
 def _running_processes() -> list[tuple[int, int | None]]:

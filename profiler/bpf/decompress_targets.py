@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from profiler.bpf.contracts import decompressor_ids
 from profiler.errors import ConfigError
 
-# Library ids 0..4 are fixed (probes/decompress.bpf.c knows lzma is 2);
-# extras take 5..MAX_LIBRARY_ID.
-LIBRARIES: tuple[str, ...] = ("libz", "libzstd", "liblzma", "libbz2", "liblz4")
-MAX_LIBRARY_ID = 12
+# Library ids come from enum fntax_decomp_lib in probes/fntax.h (the probes
+# know lzma's id); extra libraries take ids from its EXTRA up to its LAST.
+_IDS, _FIRST_EXTRA_ID, MAX_LIBRARY_ID = decompressor_ids()
+LIBRARIES: tuple[str, ...] = tuple(sorted(_IDS, key=_IDS.__getitem__))
 
 _SONAMES = {
     "libz": ("libz.so.1", "libz.so"),
@@ -120,7 +121,8 @@ def parse_extra(spec: str) -> tuple[str, str]:
 
 def discover(extra: Sequence[str] = ()) -> list[UprobeTarget]:
     targets: list[UprobeTarget] = []
-    for lib_id, library in enumerate(LIBRARIES):
+    for library in LIBRARIES:
+        lib_id = _IDS[library]
         path = find_library(library)
         if path is None:
             continue
@@ -146,10 +148,10 @@ def discover(extra: Sequence[str] = ()) -> list[UprobeTarget]:
             raise ConfigError(f"decompressor {spec!r}: {path} does not export {symbol}")
         label = _label(lib)
         if label in LIBRARIES:
-            lib_id = LIBRARIES.index(label)
+            lib_id = _IDS[label]
         else:
-            lib_id = extra_ids.setdefault(label, len(LIBRARIES) + len(extra_ids))
+            lib_id = extra_ids.setdefault(label, _FIRST_EXTRA_ID + len(extra_ids))
             if lib_id > MAX_LIBRARY_ID:
-                raise ConfigError(f"too many extra decompressor libraries (at most {MAX_LIBRARY_ID + 1 - len(LIBRARIES)})")
+                raise ConfigError(f"too many extra decompressor libraries (at most {MAX_LIBRARY_ID + 1 - _FIRST_EXTRA_ID})")
         targets.append(UprobeTarget(label, lib_id, path, symbol, f"fntax_decomp_enter_{lib_id}", RETURN_FN))
     return targets

@@ -29,7 +29,7 @@ from profiler.model import (
     KernelSnapshot,
     ProcessSample,
     WorkloadSummary,
-    merge_calls,
+    summarise,
 )
 
 WORKLOAD_ID = 1
@@ -256,19 +256,6 @@ def _ticks(seconds: float) -> Iterator[None]:
     while True:
         yield
         time.sleep(seconds)
-
-
-def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSummary:
-    counters = Counters()
-    syscalls: dict[str, CallStats] = {}
-    decomp: dict[str, CallStats] = {}
-    for proc in processes:
-        counters = counters + proc.counters
-        syscalls = merge_calls(syscalls, proc.syscalls_by_name)
-        decomp = merge_calls(decomp, proc.decompression_by_library)
-    return WorkloadSummary(wall_seconds=wall_ns / NS_PER_SECOND, processes=len(processes),
-                           counters=counters, syscalls_by_name=syscalls,
-                           decompression_by_library=decomp)
 
 
 def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from profiler.tax import baseline as baselines
-from profiler.tax.analysis import analyse, analysis_json
-from profiler.tax.calibrate import ensure_calibration
+from profiler.tax.analysis import analyse, to_result
+from profiler.tax.calibrate import ensure_calibration, host_costs
 from profiler.capture.run import CgroupHook, Target, run_captures, validate
 from profiler.tax.cost import cpu_share_for_memory, price_table, validate_memory_mb
 from profiler.errors import InputError
 from profiler.files import check_writable_destination, write_json_atomic
 from profiler.bpf.probes import ProbeOptions, check_environment
-from profiler.output.report import render_capture_json
-from profiler.tax.compute import HostCosts
+from profiler.output.capture_json import to_json
+from profiler.output.report import render
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,6 @@ def parse_cpu_share(value: str, memory_mb: int) -> float | None:
     return share
 
 
-def host_costs(calibration: Any) -> HostCosts:
-    return HostCosts(page_fault_minor=calibration.cost("page_fault_minor"),
-                     context_switch=calibration.cost("context_switch"),
-                     syscall=calibration.cost("syscall"),
-                     function_call=calibration.cost("function_call"))
-
-
 @contextlib.contextmanager
 def _cgroup(share: float | None, memory_mb: int) -> Iterator[CgroupHook | None]:
     if share is None:
@@ -107,16 +100,16 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
         captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group)
     analysis = analyse(captures, min(settings.warmup, max(0, len(captures) - 1)), host_costs(calibration),
                        prices, settings.memory_mb, base)
-    data = analysis_json(analysis)
-    data["cpu_share"] = share
+    result = to_result(analysis, share)
+    data = to_json(result)
     if settings.json_path:
         write_json_atomic(settings.json_path, data)
         progress("capture written to " + ("standard output" if settings.json_path == "-" else settings.json_path))
     if settings.plot_path:
         from profiler.output.plot import plot_capture
 
-        plot_capture(data, settings.plot_path)
+        plot_capture(result, settings.plot_path)
         progress(f"plot written to {settings.plot_path}")
     last = captures[-1]
-    return Outcome(data=data, table=render_capture_json(data), exit_code=last.exit_code,
+    return Outcome(data=data, table=render(result), exit_code=last.exit_code,
                    stop_signal=last.stop_signal)

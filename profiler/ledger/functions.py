@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from profiler.attribution.rules import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
+from profiler.system import procfs
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, merge_calls
 
 EXITED = "_exited"
@@ -42,6 +43,7 @@ class _Function:
     decompression: dict[str, CallStats] = field(default_factory=dict)
     live: set[int] = field(default_factory=set)
     idle_since: float | None = None
+    started: int = 0  # processes ever attributed to it
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,11 @@ class FunctionView:
     counters: Counters
     syscalls_by_name: Mapping[str, CallStats]
     decompression_by_library: Mapping[str, CallStats]
+    processes_started: int = 0
 
 
 class Aggregator:
-    def __init__(self, rules: Rules, retention_seconds: float = 300.0, top_syscalls: int = 7,
+    def __init__(self, rules: Rules, retention_seconds: float = 300.0, top_syscalls: int = 6,
                  facts: Callable[[int], ProcessFacts | None] = read_facts,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rules = rules
@@ -97,6 +100,7 @@ class Aggregator:
         if fn is None:
             fn = self._functions[found.function] = _Function(found.function, found.kind, found.memory_mb)
         fn.live.add(pid)
+        fn.started += 1
         fn.idle_since = None
         return proc
 
@@ -193,6 +197,7 @@ class Aggregator:
         if sink is None:
             sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
         _absorb(sink, fn.counters, fn.syscalls, fn.decompression)
+        sink.started += fn.started
         del self._functions[fn.name]
 
     def view(self) -> list[FunctionView]:
@@ -206,7 +211,7 @@ class Aggregator:
                     _accumulate(syscalls, last.syscalls_by_name)
                     _accumulate(decomp, last.decompression_by_library)
             views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), counters,
-                                      top_k(syscalls, self.top_syscalls), decomp))
+                                      top_k(syscalls, self.top_syscalls), decomp, fn.started))
         return views
 
     def function_of(self, pid: int) -> str | None:
@@ -242,22 +247,4 @@ def top_k(calls: Mapping[str, CallStats], k: int) -> dict[str, CallStats]:
 
 def cgroup_memory_mb(pid: int) -> int | None:
     """The memory limit of the process's cgroup (v2 memory.max or v1 limit), if any."""
-    try:
-        lines = open(f"/proc/{pid}/cgroup").read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _id, controllers, path = line.split(":", 2)
-        candidates = []
-        if controllers == "":
-            candidates.append(f"/sys/fs/cgroup{path}/memory.max")
-        if "memory" in controllers.split(","):
-            candidates.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-        for candidate in candidates:
-            try:
-                value = open(candidate).read().strip()
-            except OSError:
-                continue
-            if value.isdigit() and int(value) < (1 << 50):
-                return max(1, int(value) // (1024 * 1024))
-    return None
+    return procfs.DEFAULT.memory_limit_mb(pid)

@@ -3,95 +3,76 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
-from profiler.files import read_json
-from profiler.output.report import CAPTURE_VERSION, _fmt_s
-from profiler.tax.compute import CATEGORIES
+from profiler.figures import CATEGORIES, SYSCALLS, ONCPU
+from profiler.output.capture_json import read_capture
+from profiler.output.report import fmt_seconds
+from profiler.tax.result import ProfileResult
 
-Loaded = Sequence[tuple[str, Mapping[str, Any]]]
+Loaded = Sequence[tuple[str, ProfileResult]]
+Value = float | str | None
 
 
-def load_for_comparison(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+def load_for_comparison(paths: Sequence[str]) -> list[tuple[str, ProfileResult]]:
     """Each capture file with a short label (its file name without .json)."""
-    return [(Path(p).name.removesuffix(".json"), read_json(p, expect_version=CAPTURE_VERSION)) for p in paths]
+    return [(Path(p).name.removesuffix(".json"), read_capture(p)) for p in paths]
 
 
-def _dig(data: Mapping[str, Any], *keys: str) -> Any:
-    value: Any = data
-    for key in keys:
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    return value
+def _decompression_share(r: ProfileResult) -> float | None:
+    seconds = r.per_invocation(sum(s.ns for s in r.workload.decompression_by_library.values()) / 1e9)
+    return seconds / r.duration_seconds if r.duration_seconds else None
 
 
-def _duration(data: Mapping[str, Any]) -> float | None:
-    mean = _dig(data, "percentiles", "duration_seconds", "mean")
-    return float(mean) if mean is not None else _dig(data, "workload", "wall_seconds")
+Row = tuple[str, Callable[[ProfileResult], Value], str]  # label, getter, format
 
 
-def _per_invocation(data: Mapping[str, Any], *keys: str) -> float | None:
-    """A workload total divided by the number of invocations it sums."""
-    value = _dig(data, "workload", *keys)
-    return None if value is None else float(value) / max(1, int(data.get("invocations", 1)))
-
-
-def _decompression_share(data: Mapping[str, Any]) -> float | None:
-    seconds = _per_invocation(data, "decompression", "seconds")
-    duration = _duration(data)
-    return None if seconds is None or not duration else seconds / duration
-
-
-Row = tuple[str, Callable[[Mapping[str, Any]], Any], str]  # label, getter, format
-
-
-def _category_getter(category: str) -> Callable[[Mapping[str, Any]], Any]:
-    return lambda data: _dig(data, "tax", "by_category", category)
+def _category_getter(category: str) -> Callable[[ProfileResult], Value]:
+    return lambda r: r.tax.by_category.get(category) if r.tax else None
 
 
 def _rows() -> list[Row]:
     rows: list[Row] = [
-        ("duration", _duration, "s"),
-        ("on-CPU", lambda d: _per_invocation(d, "oncpu_seconds"), "s"),
-        ("own work", lambda d: _dig(d, "tax", "own_work_seconds"), "s"),
-        ("tax", lambda d: _dig(d, "tax", "seconds"), "s"),
+        ("duration", lambda r: r.duration_seconds, "s"),
+        ("on-CPU", lambda r: r.per_invocation(float(r.workload.counters.value(ONCPU))), "s"),
+        ("own work", lambda r: r.tax.own_work_seconds if r.tax else None, "s"),
+        ("tax", lambda r: r.tax.seconds if r.tax else None, "s"),
     ]
     rows += [(f"  {c}", _category_getter(c), "s") for c in CATEGORIES]
     rows += [
-        ("tax share", lambda d: _dig(d, "tax", "ratio"), "%"),
+        ("tax share", lambda r: r.tax.ratio if r.tax else None, "%"),
         ("decompression share", _decompression_share, "%"),
-        ("observer (fntax)", lambda d: _dig(d, "tax", "observer_seconds"), "s"),
-        ("CPU-share wait", lambda d: _dig(d, "tax", "cpu_share_wait_seconds"), "s"),
-        ("syscalls", lambda d: _per_invocation(d, "syscalls", "count"), "n"),
-        ("memory MB", lambda d: _dig(d, "cost", "memory_mb"), "n"),
-        ("$ per million", lambda d: _dig(d, "cost", "per_million_dollars"), "$"),
-        ("  tax $ per million", lambda d: _dig(d, "cost", "tax_per_million_dollars"), "$"),
-        ("baseline", lambda d: _dig(d, "baseline", "name"), "str"),
-        ("baseline duration", lambda d: _dig(d, "baseline", "seconds"), "s"),
-        ("baseline $ per million", lambda d: _dig(d, "cost", "baseline_per_million_dollars"), "$"),
+        ("observer (fntax)", lambda r: r.tax.observer_seconds if r.tax else None, "s"),
+        ("CPU-share wait", lambda r: r.tax.cpu_share_wait_seconds if r.tax else None, "s"),
+        ("syscalls", lambda r: r.per_invocation(r.workload.counters[SYSCALLS]), "n"),
+        ("memory MB", lambda r: r.cost.memory_mb if r.cost else None, "n"),
+        ("$ per million", lambda r: r.cost.per_million_dollars if r.cost else None, "$"),
+        ("  tax $ per million", lambda r: r.cost.tax_per_million_dollars if r.cost else None, "$"),
+        ("baseline", lambda r: r.baseline.name if r.baseline else None, "str"),
+        ("baseline duration", lambda r: r.baseline.seconds if r.baseline else None, "s"),
+        ("baseline $ per million", lambda r: r.cost.baseline_per_million_dollars if r.cost else None, "$"),
     ]
     return rows
 
 
-def _fmt(value: Any, kind: str) -> str:
+def _fmt(value: Value, kind: str) -> str:
     if value is None:
         return "-"
+    if kind == "str" or isinstance(value, str):
+        return str(value)
     if kind == "s":
-        return _fmt_s(float(value))
+        return fmt_seconds(value)
     if kind == "%":
-        return f"{float(value) * 100:.1f}%"
+        return f"{value * 100:.1f}%"
     if kind == "$":
-        return f"${float(value):,.2f}"
-    if kind == "n":
-        return f"{float(value):,.0f}"
-    return str(value)
+        return f"${value:,.2f}"
+    return f"{value:,.0f}"
 
 
-def _delta(first: Any, last: Any, kind: str) -> str:
-    if kind == "str" or first is None or last is None:
+def _delta(first: Value, last: Value, kind: str) -> str:
+    if kind == "str" or first is None or last is None or isinstance(first, str) or isinstance(last, str):
         return ""
-    diff = float(last) - float(first)
+    diff = last - first
     sign = "+" if diff >= 0 else "-"
     if kind == "%":
         return f"{sign}{abs(diff) * 100:.1f} pt"
@@ -102,7 +83,7 @@ def render_comparison(loaded: Loaded) -> str:
     labels = [label for label, _ in loaded]
     table = [["", *labels, f"{labels[-1]} - {labels[0]}"]]
     for label, getter, kind in _rows():
-        values = [getter(data) for _, data in loaded]
+        values = [getter(result) for _, result in loaded]
         if all(v is None for v in values):
             continue
         table.append([label, *(_fmt(v, kind) for v in values), _delta(values[0], values[-1], kind)])

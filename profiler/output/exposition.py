@@ -1,59 +1,63 @@
-"""Prometheus metrics of the agent: one collector, fresh families per scrape.
+"""Prometheus exposition of the agent: it renders a finished view, nothing more.
+
+Per-function families come from the figure table (one family per declared
+metric, its figures told apart by the family's label), the call tables and
+the tax layer's accumulated tax; they are rendered straight to the text
+format (prometheus_client's generic path takes ~0.5 s for 30,000 series,
+ten times the scrape budget). Self-metrics go through a regular collector.
 
 Naming: `fntax_` prefix, base units, counters end in `_total`, help on every
-metric. Workload labels are `function` and `kind` (process, container, vm);
-because `kind` names the workload kind, the split of switches and interrupts
-uses `type` (voluntary/involuntary, hard/soft). Never a pid, command line or
-environment value as a label.
+metric. Workload labels are `function` and `kind`; never a pid, command line
+or environment value as a label.
 """
 
 from __future__ import annotations
 
-import resource
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from profiler.ledger.functions import FunctionView
-from profiler.model import NS_PER_SECOND, WorkloadSummary
-from profiler.tax.compute import CATEGORIES, HostCosts, compute_tax
-
-LABEL_FUNCTION = "function"
-LABEL_KIND = "kind"
-LABEL_CATEGORY = "category"
-LABEL_SYSCALL = "syscall"
-LABEL_LIBRARY = "library"
-LABEL_TYPE = "type"
-LABEL_MODE = "mode"
-LABEL_PROBE = "probe"
-LABEL_MAP = "map"
-FN = [LABEL_FUNCTION, LABEL_KIND]
+from profiler.figures import (
+    CATEGORIES,
+    DECOMPRESSION_BY_LIBRARY,
+    FIGURES,
+    LABEL_CATEGORY,
+    LABEL_FUNCTION,
+    LABEL_KIND,
+    LABEL_MAP,
+    LABEL_PROBE,
+    NS_PER_SECOND,
+    PROCESSES_STARTED,
+    SYSCALLS_BY_NAME,
+    TAX_DOLLARS,
+    TAX_SECONDS,
+    CallTable,
+    Family,
+)
+from profiler.model import CallStats
+from profiler.tax.function_tax import TaxedFunction
 
 
 @dataclass(frozen=True)
 class SelfStats:
     """The agent's own state at one moment."""
 
-    probes_attached: Sequence[str]
-    probe_runs: Mapping[str, tuple[int, int]]  # probe -> (runs, run ns)
+    probes_attached: Mapping[str, int]  # probe label -> attach points
+    probe_runs: Mapping[str, tuple[int, int]]  # probe label -> (runs, run ns)
     map_entries: Mapping[str, int]
     map_capacity: Mapping[str, int]
     map_update_failures: Mapping[str, int]
-    collect_errors: int = 0
+    events_lost: int = 0
 
 
 @dataclass
 class AgentSource:
-    """What the collector reads; callables so each scrape sees fresh state."""
+    """What the self-metrics collector reads; a callable so each scrape sees fresh state."""
 
-    functions: Callable[[], list[FunctionView]]
     self_stats: Callable[[], SelfStats]
-    costs: HostCosts
-    gb_second_price: float
-    default_memory_mb: int = 128
     errors: list[int] = field(default_factory=lambda: [0])
     last_scrape_seconds: list[float] = field(default_factory=lambda: [0.0])
 
@@ -63,14 +67,17 @@ def _s(ns: int) -> float:
 
 
 class FntaxCollector(Collector):
+    """The agent's self-metrics, one consistent read per scrape."""
+
     def __init__(self, source: AgentSource) -> None:
         self.source = source
+        # The library's own reader of this process's CPU and memory.
+        self._process = ProcessCollector(registry=None)
 
     def describe(self) -> list[Metric]:
         return []  # no scrape at registration
 
     def collect(self) -> Iterator[Metric]:
-        """The agent's self-metrics (the per-function ones: render_functions)."""
         try:
             yield from self._self()
         except Exception:  # collect() must never raise: count it instead
@@ -78,9 +85,10 @@ class FntaxCollector(Collector):
 
     def _self(self) -> Iterator[Metric]:
         stats = self.source.self_stats()
-        attached = GaugeMetricFamily("fntax_probe_attached", "1 for each attached probe.", labels=[LABEL_PROBE])
-        for probe in stats.probes_attached:
-            attached.add_metric([probe], 1)
+        attached = GaugeMetricFamily("fntax_probe_attached", "Attachment points of each probe program.",
+                                     labels=[LABEL_PROBE])
+        for probe, points in sorted(stats.probes_attached.items()):
+            attached.add_metric([probe], points)
         sampled = " Counted only while the agent samples BPF statistics (see --help)."
         runs = CounterMetricFamily("fntax_probe_runs", "Probe program runs (kernel BPF statistics)." + sampled,
                                    labels=[LABEL_PROBE])
@@ -88,7 +96,7 @@ class FntaxCollector(Collector):
                                     "Probe program run time (kernel BPF statistics)." + sampled, labels=[LABEL_PROBE])
         mean = GaugeMetricFamily("fntax_probe_mean_run_seconds", "Mean run time of each probe program.",
                                  labels=[LABEL_PROBE])
-        for probe, (count, ns) in stats.probe_runs.items():
+        for probe, (count, ns) in sorted(stats.probe_runs.items()):
             runs.add_metric([probe], count)
             run_s.add_metric([probe], _s(ns))
             if count:
@@ -103,83 +111,75 @@ class FntaxCollector(Collector):
                                        labels=[LABEL_MAP])
         for name, value in stats.map_update_failures.items():
             failures.add_metric([name], value)
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        lost = CounterMetricFamily("fntax_events_lost", "Process events (fork/exec/exit) the perf buffer dropped.")
+        lost.add_metric([], stats.events_lost)
+        process = {m.name: m for m in self._process.collect()}
         cpu = CounterMetricFamily("fntax_agent_cpu_seconds", "CPU time the agent itself used.")
-        cpu.add_metric([], usage.ru_utime + usage.ru_stime)
+        cpu.add_metric([], _sample(process, "process_cpu_seconds"))
         rss = GaugeMetricFamily("fntax_agent_resident_memory_bytes", "The agent's resident memory.")
-        rss.add_metric([], _rss_bytes())
+        rss.add_metric([], _sample(process, "process_resident_memory_bytes"))
         errors = CounterMetricFamily("fntax_collect_errors", "Scrapes whose collection failed in part.")
         errors.add_metric([], self.source.errors[0])
         duration = GaugeMetricFamily("fntax_scrape_duration_seconds",
                                      "How long the previous scrape of the agent took.")
         duration.add_metric([], self.source.last_scrape_seconds[0])
-        yield from (attached, runs, run_s, mean, entries, capacity, failures, cpu, rss, errors, duration)
+        yield from (attached, runs, run_s, mean, entries, capacity, failures, lost, cpu, rss, errors, duration)
+        yield from process.values()
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return 0
-
-
-# Per-function families, rendered straight to the text exposition format:
-# prometheus_client's generic path takes ~0.5 s for 30,000 series, ten times
-# the scrape budget. Label values are already bounded and sanitised
-# (attribution._label, syscall and library names), so escaping is a no-op
-# guard here.
-_FUNCTION_FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("fntax_syscalls_total", "counter", "Syscalls made by the function's processes."),
-    ("fntax_syscall_seconds_total", "counter", "Time inside syscalls, entry to exit."),
-    ("fntax_context_switches_total", "counter", "Context switches, voluntary or involuntary."),
-    ("fntax_runqueue_wait_seconds_total", "counter", "Time runnable but waiting for a CPU."),
-    ("fntax_oncpu_seconds_total", "counter", "Time on a CPU."),
-    ("fntax_page_faults_total", "counter", "Page faults by type (minor, major)."),
-    ("fntax_page_fault_exceptions_total", "counter", "Page-fault exceptions by the mode they hit in (user, kernel)."),
-    ("fntax_irq_seconds_total", "counter", "Interrupt time charged to the function (hard, soft)."),
-    ("fntax_decompression_seconds_total", "counter", "Time inside decompressors."),
-    ("fntax_tax_seconds_total", "counter", "Instruction tax by category (see the README's tax model)."),
-    ("fntax_tax_dollars_total", "counter", "Tax seconds x memory GB x price per GB-second."),
-    ("fntax_syscalls_by_name_total", "counter", "Syscalls by name: each function's top K, then other."),
-)
+def _sample(families: Mapping[str, Metric], name: str) -> float:
+    family = families.get(name)
+    return float(family.samples[0].value) if family is not None and family.samples else 0.0
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_functions(views: Sequence[FunctionView], source: AgentSource) -> bytes:
-    lines: dict[str, list[str]] = {name: [] for name, _t, _h in _FUNCTION_FAMILIES}
-    price = source.gb_second_price
-    for view in views:
-        base = f'function="{_escape(view.function)}",kind="{view.kind.value}"'
-        c = view.counters
-        lines["fntax_syscalls_total"].append(f"{{{base}}} {c.syscalls}")
-        lines["fntax_syscall_seconds_total"].append(f"{{{base}}} {_s(c.syscall_ns)!r}")
-        lines["fntax_context_switches_total"] += [f'{{{base},type="voluntary"}} {c.voluntary_switches}',
-                                                  f'{{{base},type="involuntary"}} {c.involuntary_switches}']
-        lines["fntax_runqueue_wait_seconds_total"].append(f"{{{base}}} {_s(c.runqueue_ns)!r}")
-        lines["fntax_oncpu_seconds_total"].append(f"{{{base}}} {_s(c.oncpu_ns)!r}")
-        lines["fntax_page_faults_total"] += [f'{{{base},type="minor"}} {c.faults_minor}',
-                                             f'{{{base},type="major"}} {c.faults_major}']
-        lines["fntax_page_fault_exceptions_total"] += [f'{{{base},mode="user"}} {c.faults_user}',
-                                                       f'{{{base},mode="kernel"}} {c.faults_kernel}']
-        lines["fntax_irq_seconds_total"] += [f'{{{base},type="hard"}} {_s(c.hardirq_ns)!r}',
-                                             f'{{{base},type="soft"}} {_s(c.softirq_ns)!r}']
-        for lib, stats in view.decompression_by_library.items():
-            lines["fntax_decompression_seconds_total"].append(f'{{{base},library="{_escape(lib)}"}} {_s(stats.ns)!r}')
-        for name, stats in view.syscalls_by_name.items():
-            lines["fntax_syscalls_by_name_total"].append(f'{{{base},syscall="{_escape(name)}"}} {stats.count}')
-        summary = WorkloadSummary(0.0, view.processes, c, view.syscalls_by_name, view.decompression_by_library)
-        tax = compute_tax(summary, source.costs)
+def _number(value: float | int) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def function_families() -> list[Family]:
+    """Every per-function family, in exposition order (derived from the figure table)."""
+    families: list[Family] = []
+    for figure in FIGURES:
+        if figure.family is not None and figure.family not in families:
+            families.append(figure.family)
+    return [*families, SYSCALLS_BY_NAME.family, DECOMPRESSION_BY_LIBRARY.family, PROCESSES_STARTED,
+            TAX_SECONDS, TAX_DOLLARS]
+
+
+def _calls(table: CallTable, base: str, calls: Mapping[str, CallStats]) -> list[str]:
+    lines = []
+    for name, stats in calls.items():
+        value: float | int = stats.count if table.exported == "count" else _s(stats.ns)
+        lines.append(f'{{{base},{table.label}="{_escape(name)}"}} {_number(value)}')
+    return lines
+
+
+def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
+    """The per-function families in the Prometheus text format."""
+    lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
+    for taxed in functions:
+        view = taxed.view
+        base = f'{LABEL_FUNCTION}="{_escape(view.function)}",{LABEL_KIND}="{view.kind.value}"'
+        for figure, raw in view.counters.items():
+            if figure.family is None:
+                continue
+            labels = base if figure.label_value is None else f'{base},{figure.family.label}="{figure.label_value}"'
+            lines[figure.family.name].append(f"{{{labels}}} {_number(figure.value(raw))}")
+        lines[SYSCALLS_BY_NAME.family.name] += _calls(SYSCALLS_BY_NAME, base, view.syscalls_by_name)
+        lines[DECOMPRESSION_BY_LIBRARY.family.name] += _calls(DECOMPRESSION_BY_LIBRARY, base,
+                                                              view.decompression_by_library)
+        lines[PROCESSES_STARTED.name].append(f"{{{base}}} {view.processes_started}")
         for category in CATEGORIES:
-            lines["fntax_tax_seconds_total"].append(
-                f'{{{base},category="{category}"}} {tax.by_category[category]!r}')
-        memory_gb = (view.memory_mb or source.default_memory_mb) / 1024
-        lines["fntax_tax_dollars_total"].append(f"{{{base}}} {tax.seconds * memory_gb * price!r}")
+            lines[TAX_SECONDS.name].append(
+                f'{{{base},{LABEL_CATEGORY}="{category}"}} {taxed.tax_by_category.get(category, 0.0)!r}')
+        lines[TAX_DOLLARS.name].append(f"{{{base}}} {taxed.tax_dollars!r}")
     out: list[str] = []
-    for name, kind, doc in _FUNCTION_FAMILIES:
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
-        out.extend(f"{name}{line}\n" for line in lines[name])
+    for family in function_families():
+        kind = "counter" if family.name.endswith("_total") else "gauge"
+        out.append(f"# HELP {family.name} {family.help}\n# TYPE {family.name} {kind}\n")
+        out.extend(f"{family.name}{line}\n" for line in lines[family.name])
     return "".join(out).encode()

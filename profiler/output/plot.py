@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from profiler.errors import ConfigError, InputError
-from profiler.tax.compute import CATEGORIES
+from profiler.errors import InputError
+from profiler.figures import CATEGORIES, FIGURES, ONCPU, RUNQUEUE_WAIT, SYSCALL_BLOCKED, SYSCALL_TIME
+from profiler.tax.result import ProfileResult
 
 _COLORS = {
     "own work": "#4c956c", "syscalls": "#d1495b", "page_faults": "#edae49", "context_switches": "#00798c",
@@ -24,30 +25,22 @@ def check_plot_path(path: str | Path) -> Path:
     return path
 
 
-def _segments(data: Mapping[str, Any], source: str) -> list[tuple[str, float]]:
+def _segments(result: ProfileResult) -> list[tuple[str, float]]:
     """(label, seconds) parts of one mean invocation."""
-    tax = data.get("tax")
-    if isinstance(tax, Mapping):
-        by_category = tax.get("by_category")
-        if not isinstance(by_category, Mapping):
-            raise ConfigError(f"{source}: missing field 'tax.by_category'")
-        parts = [("own work", float(tax.get("own_work_seconds", 0.0)))]
-        parts += [(c, float(by_category.get(c, 0.0))) for c in CATEGORIES]
-        parts.append(("observer", float(tax.get("observer_seconds", 0.0))))
-        parts.append(("CPU-share wait", float(tax.get("cpu_share_wait_seconds", 0.0))))
+    tax = result.tax
+    if tax is not None:
+        parts = [("own work", tax.own_work_seconds)]
+        parts += [(c, tax.by_category.get(c, 0.0)) for c in CATEGORIES]
+        parts.append(("observer", tax.observer_seconds))
+        parts.append(("CPU-share wait", tax.cpu_share_wait_seconds))
         return parts
-    workload = data.get("workload")
-    if not isinstance(workload, Mapping):
-        raise ConfigError(f"{source}: missing field 'workload'")
-    syscalls = workload.get("syscalls", {})
-    sys_cpu = float(syscalls.get("seconds", 0.0)) - float(syscalls.get("blocked_seconds", 0.0))
-    irq = workload.get("irq_seconds", {})
-    decomp = float(workload.get("decompression", {}).get("seconds", 0.0))
-    oncpu = float(workload.get("oncpu_seconds", 0.0))
-    interrupts = float(irq.get("hard", 0.0)) + float(irq.get("soft", 0.0))
+    c = result.workload.counters
+    sys_cpu = float(c.value(SYSCALL_TIME)) - float(c.value(SYSCALL_BLOCKED))
+    interrupts = sum(float(c.value(f)) for f in FIGURES if f.category == "interrupts")
+    decomp = sum(s.ns for s in result.workload.decompression_by_library.values()) / 1e9
+    oncpu = float(c.value(ONCPU))
     return [("own work", max(0.0, oncpu - sys_cpu - interrupts - decomp)), ("syscalls", sys_cpu),
-            ("runqueue_wait", float(workload.get("runqueue_wait_seconds", 0.0))),
-            ("interrupts", interrupts), ("decompression", decomp)]
+            ("runqueue_wait", float(c.value(RUNQUEUE_WAIT))), ("interrupts", interrupts), ("decompression", decomp)]
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -79,7 +72,7 @@ def _stacked_bars(ax: Any, rows: Sequence[tuple[str, list[tuple[str, float]]]]) 
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=5, fontsize="small", frameon=False)
 
 
-def plot_capture(data: Mapping[str, Any], path: str | Path, title: str | None = None) -> None:
+def plot_capture(result: ProfileResult, path: str | Path, title: str | None = None) -> None:
     """Tax breakdown of the mean invocation and, with several runs, the duration distribution."""
     path = check_plot_path(path)
     import matplotlib
@@ -87,18 +80,18 @@ def plot_capture(data: Mapping[str, Any], path: str | Path, title: str | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in data.get("runs", []) if isinstance(r, Mapping) and not r.get("warmup")]
+    runs = [r for r in result.runs if not r.warmup]
     panels = 2 if len(runs) >= 2 else 1
     fig, axes = plt.subplots(panels, 1, figsize=(9, 3.2 * panels + 0.6), squeeze=False)
-    command = " ".join(map(str, data.get("command", [])))
+    command = " ".join(result.command)
     fig.suptitle(title or f"fntax: {command[:80]}", fontsize="medium")
-    _stacked_bars(axes[0][0], [("mean invocation", _segments(data, str(path)))])
+    _stacked_bars(axes[0][0], [("mean invocation", _segments(result))])
     axes[0][0].set_title("where the time goes (tax categories vs the function's own work)", fontsize="small")
     if panels == 2:
         ax = axes[1][0]
-        durations = [float(r["duration_seconds"]) * 1e3 for r in runs]
+        durations = [r.duration_seconds * 1e3 for r in runs]
         ax.hist(durations, bins=min(30, max(5, len(durations) // 2)), color="#30638e", alpha=0.8)
-        pct = data.get("percentiles", {}).get("duration_seconds", {})
+        pct = result.percentiles.get("duration_seconds", {})
         for key, style in (("p20", ":"), ("p40", ":"), ("p60", ":"), ("p80", ":"), ("p99", "--"), ("mean", "-")):
             if key in pct:
                 ax.axvline(float(pct[key]) * 1e3, color="#d1495b", linestyle=style, linewidth=1)
@@ -112,7 +105,7 @@ def plot_capture(data: Mapping[str, Any], path: str | Path, title: str | None = 
     plt.close(fig)
 
 
-def plot_comparison(captures: Sequence[tuple[str, Mapping[str, Any]]], path: str | Path) -> None:
+def plot_comparison(captures: Sequence[tuple[str, ProfileResult]], path: str | Path) -> None:
     """Side-by-side stacked bars of several captures."""
     path = check_plot_path(path)
     import matplotlib
@@ -120,7 +113,7 @@ def plot_comparison(captures: Sequence[tuple[str, Mapping[str, Any]]], path: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(label, _segments(data, label)) for label, data in captures]
+    rows = [(label, _segments(result)) for label, result in captures]
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
     _stacked_bars(ax, rows)
     ax.set_title("instruction tax per invocation", fontsize="medium")

@@ -69,8 +69,8 @@ class ThreadInfo:
 class SchedStat:
     """/proc/PID/schedstat: the scheduler's own accounting of a task."""
 
-    oncpu_ns: int  # sum_exec_runtime
-    runqueue_ns: int  # run_delay: time runnable but waiting for a CPU
+    sum_exec_runtime_ns: int  # on-CPU time
+    run_delay_ns: int  # time runnable but waiting for a CPU
     timeslices: int
 
 
@@ -212,7 +212,7 @@ class ProcFS:
             oncpu, runqueue, slices = (int(value) for value in text.split()[:3])
         except ValueError:
             return None
-        return SchedStat(oncpu_ns=oncpu, runqueue_ns=runqueue, timeslices=slices)
+        return SchedStat(sum_exec_runtime_ns=oncpu, run_delay_ns=runqueue, timeslices=slices)
 
     def rss_bytes(self, pid: int | str = "self") -> int | None:
         """Resident set size from statm (field 2, in pages)."""

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from profiler.tax.baseline import BUILTIN, Baseline
-from profiler.capture.run import summarise
-from profiler.tax.cost import Cost, PriceTable, compute_cost, cost_json
+from profiler.model import summarise
 from profiler.errors import InputError
-from profiler.model import Capture
-from profiler.output.report import capture_json
+from profiler.figures import CATEGORIES, ONCPU
+from profiler.model import NS_PER_SECOND, Capture
+from profiler.tax.compute import BaremetalBaseline, HostCosts, Tax, baremetal, compute_tax
+from profiler.tax.cost import Cost, PriceTable, compute_cost
+from profiler.tax.result import BaselineSummary, ProfileResult, RunRow, TaxSummary
 from profiler.tax.stats import percentiles
-from profiler.tax.compute import CATEGORIES, BaremetalBaseline, HostCosts, Tax, baremetal, compute_tax
 
 
 @dataclass(frozen=True)
@@ -102,79 +103,47 @@ def analyse(captures: Sequence[Capture], warmup: int, costs: HostCosts, prices: 
                     baseline_by_category=base_categories, cost=cost)
 
 
-def _tax_json(tax_by_category: Mapping[str, float], seconds: float, billed: float, observer: float,
-              estimated: Sequence[str], own_work: float, share_wait: float) -> dict[str, Any]:
-    return {
-        "seconds": seconds,
-        "ratio": seconds / billed if billed > 0 else 0.0,
-        "own_work_seconds": own_work,
-        "observer_seconds": observer,
-        "cpu_share_wait_seconds": share_wait,
-        "by_category": {name: tax_by_category[name] for name in CATEGORIES},
-        "estimated": list(estimated),
-    }
+def _run_row(index: int, result: RunResult, warmup: bool) -> RunRow:
+    return RunRow(run=index, warmup=warmup, pid=result.capture.pid, exit_code=result.capture.exit_code,
+                  duration_seconds=result.duration_seconds,
+                  oncpu_seconds=float(result.capture.workload.counters.value(ONCPU)),
+                  tax_seconds=result.tax.seconds, observer_seconds=result.tax.observer_seconds,
+                  cpu_share_wait_seconds=result.tax.cpu_share_wait_seconds,
+                  by_category=dict(result.tax.by_category), baremetal_seconds=result.baremetal.seconds)
 
 
-def _run_json(index: int, result: RunResult, warmup: bool) -> dict[str, Any]:
-    w = result.capture.workload
-    return {
-        "run": index,
-        "warmup": warmup,
-        "pid": result.capture.pid,
-        "exit_code": result.capture.exit_code,
-        "duration_seconds": result.duration_seconds,
-        "oncpu_seconds": w.counters.oncpu_ns / 1e9,
-        "tax_seconds": result.tax.seconds,
-        "observer_seconds": result.tax.observer_seconds,
-        "cpu_share_wait_seconds": result.tax.cpu_share_wait_seconds,
-        "by_category": dict(result.tax.by_category),
-        "baremetal_seconds": result.baremetal.seconds,
-    }
+def to_result(analysis: Analysis, cpu_share: float | None = None) -> ProfileResult:
+    """The typed result of a session: the captures' figures plus tax, baseline, cost, runs, percentiles.
 
-
-def analysis_json(analysis: Analysis) -> dict[str, Any]:
-    """The full capture JSON (version 1): the capture keys plus tax, baseline, cost, runs, percentiles."""
+    The workload block sums every measured invocation; per_process lists
+    every process of every measured run; tax, baseline and cost describe the
+    mean invocation."""
     measured = analysis.runs
-    first = measured[0].capture
-    if len(measured) == 1:
-        data = capture_json(first)
-    else:
-        # The workload block sums every measured invocation; per_process
-        # lists every process of every measured run.
-        merged = summarise([p for r in measured for p in r.capture.per_process],
-                           sum(int(r.duration_seconds * 1e9) for r in measured))
-        data = capture_json(first)
-        combined = capture_json(Capture(
-            command=first.command, pid=first.pid, exit_code=first.exit_code, host=first.host,
-            workload=merged, per_process=tuple(p for r in measured for p in r.capture.per_process),
-            map_update_failures=measured[-1].capture.map_update_failures,
-            stop_signal=measured[-1].capture.stop_signal))
-        data["workload"] = combined["workload"]
-        data["per_process"] = combined["per_process"]
-        data["exit_code"] = measured[-1].capture.exit_code
-        data["interrupted"] = measured[-1].capture.interrupted
-    data["invocations"] = len(measured)
-    data["warmup"] = len(analysis.warmup)
+    first, last = measured[0].capture, measured[-1].capture
+    processes = tuple(p for r in measured for p in r.capture.per_process)
+    workload = first.workload if len(measured) == 1 else \
+        summarise(processes, sum(int(r.duration_seconds * NS_PER_SECOND) for r in measured))
     by_category = {name: analysis.mean_category(name) for name in CATEGORIES}
-    data["tax"] = _tax_json(by_category, analysis.tax_seconds, analysis.cost.billed_seconds,
-                            analysis.observer_seconds, measured[0].tax.estimated,
-                            analysis.own_work_seconds, analysis.cpu_share_wait_seconds)
-    data["baseline"] = {
-        "name": analysis.baseline_name,
-        "kind": analysis.baseline_kind,
-        "seconds": analysis.baseline_seconds,
-        "speedup": analysis.duration_seconds / analysis.baseline_seconds if analysis.baseline_seconds > 0 else None,
-        "difference_by_category": {name: by_category[name] - analysis.baseline_by_category.get(name, 0.0)
-                                   for name in CATEGORIES},
-    }
-    data["cost"] = {**cost_json(analysis.cost), "prices": analysis.prices.name}
-    data["runs"] = ([_run_json(i, r, True) for i, r in enumerate(analysis.warmup)]
-                    + [_run_json(len(analysis.warmup) + i, r, False) for i, r in enumerate(measured)])
-    durations = [r.duration_seconds for r in measured]
-    data["percentiles"] = {
-        "duration_seconds": percentiles(durations),
+    billed = analysis.cost.billed_seconds
+    tax = TaxSummary(seconds=analysis.tax_seconds, ratio=analysis.tax_seconds / billed if billed > 0 else 0.0,
+                     own_work_seconds=analysis.own_work_seconds, observer_seconds=analysis.observer_seconds,
+                     cpu_share_wait_seconds=analysis.cpu_share_wait_seconds, by_category=by_category,
+                     estimated=tuple(measured[0].tax.estimated))
+    baseline = BaselineSummary(
+        name=analysis.baseline_name, kind=analysis.baseline_kind, seconds=analysis.baseline_seconds,
+        speedup=analysis.duration_seconds / analysis.baseline_seconds if analysis.baseline_seconds > 0 else None,
+        difference_by_category={name: by_category[name] - analysis.baseline_by_category.get(name, 0.0)
+                                for name in CATEGORIES})
+    runs = tuple([_run_row(i, r, True) for i, r in enumerate(analysis.warmup)]
+                 + [_run_row(len(analysis.warmup) + i, r, False) for i, r in enumerate(measured)])
+    percentile_rows = {
+        "duration_seconds": percentiles([r.duration_seconds for r in measured]),
         "tax_seconds": percentiles([r.tax.seconds for r in measured]),
-        **{f"{name}_seconds": percentiles([r.tax.by_category[name] for r in measured])
-           for name in CATEGORIES},
+        **{f"{name}_seconds": percentiles([r.tax.by_category[name] for r in measured]) for name in CATEGORIES},
     }
-    return data
+    return ProfileResult(
+        command=first.command, pid=first.pid, exit_code=last.exit_code, interrupted=last.interrupted,
+        host=first.host, workload=workload, per_process=first.per_process if len(measured) == 1 else processes,
+        map_update_failures=dict(last.map_update_failures), invocations=len(measured),
+        warmup=len(analysis.warmup), tax=tax, baseline=baseline, cost=analysis.cost, prices=analysis.prices.name,
+        runs=runs, percentiles=percentile_rows, cpu_share=cpu_share)

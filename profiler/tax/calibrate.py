@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 from profiler.errors import ConfigError, EnvironmentProblem
 from profiler.files import read_json, write_json_atomic
 from profiler.system.host import cpu_model
+from profiler.tax.compute import HostCosts
 
 CALIBRATION_VERSION = 1
 DEFAULT_PATH = Path(os.environ.get("FNTAX_HOME", "/var/lib/fntax")) / "calibration.json"
@@ -155,3 +156,11 @@ def render_calibration(cal: Calibration) -> str:
         lines.append(f"{name:<18} {f.seconds * 1e9:>9.1f} ns {f.min * 1e9:>9.1f} ns {f.max * 1e9:>9.1f} ns"
                      f" {f.spread * 100:>7.0f}%")
     return "\n".join(lines)
+
+
+def host_costs(calibration: Calibration) -> HostCosts:
+    """The calibrated per-event costs the tax model uses."""
+    return HostCosts(page_fault_minor=calibration.cost("page_fault_minor"),
+                     context_switch=calibration.cost("context_switch"),
+                     syscall=calibration.cost("syscall"),
+                     function_call=calibration.cost("function_call"))

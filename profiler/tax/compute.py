@@ -30,12 +30,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from profiler.figures import (
+    CATEGORIES,
+    FAULTS_KERNEL,
+    FAULTS_MINOR,
+    FAULTS_USER,
+    FIGURES,
+    ONCPU,
+    RUNQUEUE_WAIT,
+    SYSCALL_BLOCKED,
+    SYSCALL_TIME,
+    SYSCALLS,
+    VOLUNTARY_SWITCHES,
+    Figure,
+    Unit,
+)
 from profiler.model import NS_PER_SECOND, Counters, WorkloadSummary
 
-CATEGORIES: tuple[str, ...] = (
-    "syscalls", "page_faults", "context_switches", "runqueue_wait",
-    "interrupts", "decompression", "virtualization",
-)
+__all__ = ["CATEGORIES", "HostCosts", "Tax", "BaremetalBaseline", "compute_tax", "baremetal", "observer_seconds"]
+
 # Categories that are on-CPU time (run-queue wait is not).
 _ONCPU_CATEGORIES = ("syscalls", "page_faults", "context_switches", "interrupts",
                      "decompression", "virtualization")
@@ -79,46 +92,48 @@ def observer_seconds(counters: Counters, probe_mean_ns: Mapping[str, float]) -> 
     """(observer time in the workload's context, the part of it inside syscalls).
 
     Each probe's mean run time (kernel BPF statistics) times the events of
-    that probe the workload caused in its own context."""
-    def mean(name: str) -> float:
-        return probe_mean_ns.get(name, 0.0)
+    that probe the workload caused in its own context (the figure table says
+    which probes run per unit of each figure)."""
+    def cost_per(figure: Figure) -> float:
+        return sum(probe_mean_ns.get(probe, 0.0) for probe in figure.probes)
 
-    switches = counters.voluntary_switches + counters.involuntary_switches
-    total_ns = (
-        counters.syscalls * (mean("sys_enter") + mean("sys_exit"))
-        + switches * mean("sched_switch")
-        + counters.faults_user * mean("page_fault_user")
-        + counters.faults_kernel * mean("page_fault_kernel")
-        + counters.faults_minor * mean("fntax_fault_minor")
-        + counters.faults_major * mean("fntax_fault_major")
-    )
+    total_ns = sum(counters[f] * cost_per(f) for f in FIGURES)
     # Inside a syscall's measured span: kernel-mode faults and their perf
     # samples, and the switch-out of a task blocking in the syscall.
-    kernel_share = counters.faults_kernel / max(1, counters.faults_user + counters.faults_kernel)
+    kernel_share = counters[FAULTS_KERNEL] / max(1, counters[FAULTS_USER] + counters[FAULTS_KERNEL])
     in_syscalls_ns = (
-        counters.faults_kernel * mean("page_fault_kernel")
-        + counters.faults_minor * kernel_share * mean("fntax_fault_minor")
-        + counters.voluntary_switches * mean("sched_switch")
+        counters[FAULTS_KERNEL] * cost_per(FAULTS_KERNEL)
+        + counters[FAULTS_MINOR] * kernel_share * cost_per(FAULTS_MINOR)
+        + counters[VOLUNTARY_SWITCHES] * cost_per(VOLUNTARY_SWITCHES)
     )
     return total_ns / NS_PER_SECOND, in_syscalls_ns / NS_PER_SECOND
+
+
+def _category_seconds(counters: Counters, category: str) -> float:
+    """The sum of the measured times that feed a category straight (interrupts)."""
+    return sum(float(counters.value(f)) for f in FIGURES if f.category == category and f.unit is Unit.NANOSECONDS)
+
+
+def _category_count(counters: Counters, category: str) -> int:
+    return sum(counters[f] for f in FIGURES if f.category == category and f.unit is Unit.COUNT)
 
 
 def compute_tax(workload: WorkloadSummary, costs: HostCosts,
                 probe_mean_ns: Mapping[str, float] | None = None,
                 virtualization_seconds: float = 0.0, throttled_seconds: float = 0.0) -> Tax:
     c = workload.counters
-    runqueue = c.runqueue_ns / NS_PER_SECOND
+    runqueue = float(c.value(RUNQUEUE_WAIT))
     share_wait = min(runqueue, max(0.0, throttled_seconds))
     observer, observer_in_syscalls = observer_seconds(c, probe_mean_ns or {})
-    oncpu = c.oncpu_ns / NS_PER_SECOND
-    switches = c.voluntary_switches + c.involuntary_switches
-    syscall_cpu = max(0, c.syscall_ns - c.syscall_offcpu_ns) / NS_PER_SECOND
+    oncpu = float(c.value(ONCPU))
+    switches = _category_count(c, "context_switches")
+    syscall_cpu = max(0, c[SYSCALL_TIME] - c[SYSCALL_BLOCKED]) / NS_PER_SECOND
     by_category = {
-        "syscalls": max(0.0, syscall_cpu - c.voluntary_switches * costs.context_switch - observer_in_syscalls),
-        "page_faults": c.faults_user * costs.page_fault_minor,
+        "syscalls": max(0.0, syscall_cpu - c[VOLUNTARY_SWITCHES] * costs.context_switch - observer_in_syscalls),
+        "page_faults": _category_count(c, "page_faults") * costs.page_fault_minor,
         "context_switches": switches * costs.context_switch,
         "runqueue_wait": runqueue - share_wait,
-        "interrupts": (c.hardirq_ns + c.softirq_ns) / NS_PER_SECOND,
+        "interrupts": _category_seconds(c, "interrupts"),
         "decompression": sum(s.cpu_ns for s in workload.decompression_by_library.values()) / NS_PER_SECOND,
         "virtualization": virtualization_seconds,
     }
@@ -147,7 +162,7 @@ def baremetal(workload: WorkloadSummary, tax: Tax, costs: HostCosts) -> Baremeta
     page fault after start, no decompression (images are loaded as they run),
     no VM exit, no observer."""
     c = workload.counters
-    syscall_work = max(0.0, tax.by_category["syscalls"] - c.syscalls * costs.syscall)
-    blocked = max(0.0, (c.syscall_offcpu_ns - c.runqueue_ns) / NS_PER_SECOND)
-    seconds = tax.own_work_seconds + syscall_work + c.syscalls * costs.function_call + blocked
+    syscall_work = max(0.0, tax.by_category["syscalls"] - c[SYSCALLS] * costs.syscall)
+    blocked = max(0.0, (c[SYSCALL_BLOCKED] - c[RUNQUEUE_WAIT]) / NS_PER_SECOND)
+    seconds = tax.own_work_seconds + syscall_work + c[SYSCALLS] * costs.function_call + blocked
     return BaremetalBaseline(seconds=seconds, syscall_work_seconds=syscall_work, blocked_seconds=blocked)

@@ -9,7 +9,7 @@ tax share of a 1.2 ms invocation is not inflated by rounding to 2 ms.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,3 @@ def compute_cost(duration_seconds: float, tax_seconds: float, baseline_seconds: 
                 tax_per_million_dollars=tax_seconds * gb * prices.gb_second * 1e6,
                 baseline_per_million_dollars=baseline_invocation * 1e6)
 
-
-def cost_json(cost: Cost) -> dict[str, Any]:
-    return asdict(cost)

@@ -107,9 +107,12 @@ def test_runqueue_wait_of_two_spinners_sharing_a_cpu(run_profile: Profile, accou
         assert proc["oncpu_seconds"] == pytest.approx(own["oncpu_ns"] / 1e9, rel=0.02)
         # Run-queue wait: the scheduler's own run_delay.
         assert proc["runqueue_wait_seconds"] == pytest.approx(own["runqueue_ns"] / 1e9, rel=0.05)
-    # Sharing one CPU, each waits about as long as the other runs.
-    assert pa["runqueue_wait_seconds"] == pytest.approx(pb["oncpu_seconds"], rel=0.15)
-    assert pb["runqueue_wait_seconds"] == pytest.approx(pa["oncpu_seconds"], rel=0.15)
+    # Pinned to one CPU, both spin at once: while both live, one of them
+    # waits at every moment, so their waits add up to at least the shorter
+    # one's run (less the few ms before the second started). Other load on
+    # that CPU only adds wait: a bound, not a guess about timing.
+    shorter = min(pa["oncpu_seconds"], pb["oncpu_seconds"])
+    assert pa["runqueue_wait_seconds"] + pb["runqueue_wait_seconds"] >= 0.9 * shorter
 
 
 def test_forked_child_and_thread_are_counted(run_profile: Profile, accounting: str, tmp_path: Path) -> None:

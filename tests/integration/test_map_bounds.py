@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from profiler.capture.run import summarise
+from profiler.model import summarise
 from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.model import Capture, HostInfo
 from profiler.output.report import render_table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from profiler.ledger.functions import EXITED, Aggregator, top_k
 from profiler.attribution.rules import ProcessFacts, load_rules
+from profiler.figures import SYSCALLS
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
 
 FACTS: dict[int, ProcessFacts] = {}
@@ -35,7 +36,7 @@ class Clock:
 
 
 def _totals(agg: Aggregator) -> dict[str, int]:
-    return {v.function: v.counters.syscalls for v in agg.view()}
+    return {v.function: v.counters[SYSCALLS] for v in agg.view()}
 
 
 def test_children_inherit_and_totals_stay_monotonic_across_exits() -> None:
@@ -114,12 +115,12 @@ def test_series_stay_bounded_at_1000_functions() -> None:
     agg.update(_snap(*samples))
     from prometheus_client.parser import text_string_to_metric_families
 
-    from profiler.output.exposition import AgentSource, SelfStats, render_functions
+    from profiler.output.exposition import render_functions
     from profiler.tax.compute import HostCosts
+    from profiler.tax.function_tax import TaxLedger
 
-    source = AgentSource(agg.view, lambda: SelfStats((), {}, {}, {}, {}), HostCosts(1e-6, 1e-6, 1e-7, 1e-9),
-                         0.0000166667)
-    text = render_functions(agg.view(), source).decode()
+    taxed = TaxLedger(HostCosts(1e-6, 1e-6, 1e-7, 1e-9), 0.0000166667, 128).update(agg.view(), {})
+    text = render_functions(taxed).decode()
     # The hand-rendered exposition parses as Prometheus text.
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"fntax_syscalls", "fntax_tax_seconds", "fntax_syscalls_by_name"} <= families

@@ -14,7 +14,7 @@ from profiler.errors import ConfigError
 def _capture(duration: float, tax: float, decomp: float, dollars: float) -> dict:  # type: ignore[type-arg]
     return {"version": 1, "invocations": 1,
             "workload": {"wall_seconds": duration, "oncpu_seconds": duration / 2,
-                         "syscalls": {"count": 100}, "decompression": {"seconds": decomp}},
+                         "syscalls": {"count": 100}, "decompression": {"seconds": decomp, "by_library": {"libz": {"count": 1, "seconds": decomp}}}},
             "tax": {"seconds": tax, "ratio": tax / duration, "own_work_seconds": duration - tax,
                     "observer_seconds": 0.0,
                     "by_category": {"syscalls": tax, "page_faults": 0.0, "context_switches": 0.0,

@@ -9,20 +9,27 @@ from typing import Any
 import pytest
 
 from profiler.errors import ConfigError, InputError
+from profiler.figures import CATEGORIES
+from profiler.output.capture_json import from_json
 from profiler.output.plot import plot_capture, plot_comparison
-from profiler.tax.compute import CATEGORIES
+from profiler.tax.result import ProfileResult
 
 
-def _capture(runs: int) -> dict[str, Any]:
+def _typed(data: dict[str, Any]) -> ProfileResult:
+    """Plots take the typed result, read by the one capture reader."""
+    return from_json({"version": 1, **data}, "capture")
+
+
+def _capture(runs: int) -> ProfileResult:
     by_category = {c: 0.001 * (i + 1) for i, c in enumerate(CATEGORIES)}
-    return {
-        "command": ["python3", "handler.py"],
+    return _typed({
+        "command": ["python3", "handler.py"], "workload": {"wall_seconds": 0.08},
         "tax": {"seconds": sum(by_category.values()), "own_work_seconds": 0.05, "observer_seconds": 0.0005,
                 "cpu_share_wait_seconds": 0.0, "by_category": by_category},
         "runs": [{"duration_seconds": 0.08 + 0.001 * i, "warmup": False} for i in range(runs)],
         "percentiles": {"duration_seconds": {"p20": 0.081, "p40": 0.082, "p60": 0.083, "p80": 0.084,
                                              "p99": 0.089, "mean": 0.0845}},
-    }
+    })
 
 
 def test_png_with_distribution(tmp_path: Path) -> None:
@@ -40,7 +47,7 @@ def test_svg_single_run_and_foundation_capture(tmp_path: Path) -> None:
                                                   "syscalls": {"seconds": 0.002, "blocked_seconds": 0.0005},
                                                   "irq_seconds": {"hard": 0.0, "soft": 0.0001},
                                                   "decompression": {"seconds": 0.0}}}
-    plot_capture(foundation, tmp_path / "f.png")
+    plot_capture(_typed(foundation), tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 5_000
 
 
@@ -53,4 +60,4 @@ def test_bad_extension_and_capture(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="png or .svg"):
         plot_capture(_capture(1), tmp_path / "x.gif")
     with pytest.raises(ConfigError, match="workload"):
-        plot_capture({"command": []}, tmp_path / "x.png")
+        plot_capture(_typed({"command": []}), tmp_path / "x.png")

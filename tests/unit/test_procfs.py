@@ -117,7 +117,7 @@ def test_cpu_model(proc: ProcFS) -> None:
 
 def test_self_statm_schedstat_fdinfo(proc: ProcFS) -> None:
     assert proc.rss_bytes() == 1200 * os.sysconf("SC_PAGE_SIZE")
-    assert proc.schedstat(100) == SchedStat(oncpu_ns=123456789, runqueue_ns=2345678, timeslices=42)
+    assert proc.schedstat(100) == SchedStat(sum_exec_runtime_ns=123456789, run_delay_ns=2345678, timeslices=42)
     info = proc.fdinfo(7)
     assert info is not None and (info["run_time_ns"], info["run_cnt"]) == ("81234", "512")
     assert proc.fdinfo(8) is None

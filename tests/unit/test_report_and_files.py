@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from profiler.capture.run import summarise
+from profiler.model import summarise
 from profiler.errors import ConfigError, InputError
 from profiler.files import read_json, write_json_atomic
 from profiler.model import CallStats, Capture, Counters, HostInfo, ProcessSample
-from profiler.output.report import capture_json, render_table
+from profiler.output.capture_json import capture_json
+from profiler.output.report import render_table
 
 
 def _capture() -> Capture:

@@ -1,0 +1,117 @@
+"""Read the probes' maps into plain, frozen dataclasses (profiler.model).
+
+Counters are read member by member in the order of the figure table, which
+the loader has checked against the compiled struct; nothing here names a
+counter.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+from profiler.bpf.contracts import load_header, map_error_names
+from profiler.figures import FIGURES
+from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
+
+# The bounded per-process maps whose fill is published.
+FILL_MAPS: tuple[str, ...] = ("tasks", "procs", "proc_syscalls")
+
+
+def counters_of(raw: Any) -> Counters:
+    """A struct fntax_counters (bcc's ctypes view) as Counters."""
+    return Counters(int(getattr(raw, figure.field)) for figure in FIGURES)
+
+
+def _comm(raw: Any) -> str:
+    return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+class MapReader:
+    """Reads one loaded module's maps; `tgid_of` maps a thread id to its process."""
+
+    def __init__(self, bpf: Any, decompress: bool, syscall_name: Callable[[int], str],
+                 library_name: Callable[[int], str], tgid_of: Callable[[int], int | None]) -> None:
+        self._bpf = bpf
+        self._decompress = decompress
+        self._syscall_name = syscall_name
+        self._library_name = library_name
+        self._tgid_of = tgid_of
+        self._error_names = map_error_names(load_header())
+
+    def snapshot(self, probe_mean_ns: dict[str, float]) -> KernelSnapshot:
+        """Every map at one moment (unfolded per-CPU deltas included)."""
+        bpf = self._bpf
+        found: dict[int, tuple[str, int, bool, Counters]] = {}
+        for key, proc in bpf["procs"].items():
+            found[int(key.value)] = (_comm(proc.comm), int(proc.workload), bool(proc.exited), counters_of(proc.c))
+        for tgid, delta in self._unfolded(found):
+            comm, workload, exited, counters = found[tgid]
+            found[tgid] = (comm, workload, exited, counters + delta)
+        syscalls: dict[int, dict[str, CallStats]] = {pid: {} for pid in found}
+        for key, val in bpf["proc_syscalls"].items():
+            table = syscalls.get(int(key.tgid))
+            if table is not None:
+                name = self._syscall_name(int(key.nr))
+                table[name] = table.get(name, CallStats()) + CallStats(int(val.count), int(val.ns))
+        decomp: dict[int, dict[str, CallStats]] = {pid: {} for pid in found}
+        if self._decompress:
+            for key, val in bpf["decomp"].items():
+                table = decomp.get(int(key.tgid))
+                if table is not None:
+                    lib = self._library_name(int(key.lib))
+                    table[lib] = table.get(lib, CallStats()) + CallStats(int(val.count), int(val.ns),
+                                                                         int(val.cpu_ns))
+        processes = tuple(
+            ProcessSample(pid=pid, comm=comm, workload=workload, exited=exited, counters=counters,
+                          syscalls_by_name=syscalls[pid], decompression_by_library=decomp[pid])
+            for pid, (comm, workload, exited, counters) in sorted(found.items()))
+        return KernelSnapshot(processes=processes, map_update_failures=self.map_update_failures(),
+                              taken_at_ns=time.monotonic_ns(), probe_mean_ns=dict(probe_mean_ns))
+
+    def _unfolded(self, known: dict[int, Any]) -> list[tuple[int, Counters]]:
+        """What tasks still on a CPU have not folded yet (a live --pid capture)."""
+        out = []
+        for slot in self._bpf["cpu_state"][0]:
+            if not slot.workload:
+                continue
+            delta = counters_of(slot.delta)
+            if delta == Counters():
+                continue
+            tgid = self._tgid_of(int(slot.tid))
+            if tgid is not None and tgid in known:
+                out.append((tgid, delta))
+        return out
+
+    def forget(self, pids: Iterable[int]) -> None:
+        """Drop the map entries of exited processes (their figures were read)."""
+        doomed = set(pids)
+        if not doomed:
+            return
+        procs = self._bpf["procs"]
+        for pid in doomed:
+            try:
+                del procs[procs.Key(pid)]
+            except KeyError:
+                pass
+        for name in ("proc_syscalls", "decomp") if self._decompress else ("proc_syscalls",):
+            table = self._bpf[name]
+            for key in [k for k in table.keys() if int(k.tgid) in doomed]:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
+
+    def map_fill(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(entries, capacity) of the bounded per-process maps."""
+        entries: dict[str, int] = {}
+        capacity: dict[str, int] = {}
+        for name in FILL_MAPS:
+            table = self._bpf[name]
+            entries[name] = sum(1 for _ in table.keys())
+            capacity[name] = int(table.max_entries)
+        return entries, capacity
+
+    def map_update_failures(self) -> dict[str, int]:
+        errors = self._bpf["errors"]
+        return {name: int(errors[errors.Key(i)].value) for i, name in self._error_names.items()}

@@ -1,0 +1,150 @@
+"""Every figure fntax reports, declared once.
+
+Like ebpf_exporter's map declarations, this table is data, not code: each row
+names a counter of `struct fntax_counters` (probes/fntax.h, the one source of
+the layout), its unit, where it goes in a capture's JSON, the Prometheus
+family and label value it becomes, and the tax category it feeds. The
+snapshot reader, the model, the ledger, capture JSON (writer and reader), the
+exposition, the report and the comparison all walk this table; none of them
+spells a counter's name. The loader checks at load that the table and the
+compiled struct agree member by member (profiler/bpf/contracts.py).
+
+To add a counter: add the member to `struct fntax_counters`, make a probe
+count it, add one row here. Everything else follows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# Label names (Prometheus): one place for all of them.
+LABEL_FUNCTION = "function"
+LABEL_KIND = "kind"
+LABEL_CATEGORY = "category"
+LABEL_SYSCALL = "syscall"
+LABEL_LIBRARY = "library"
+LABEL_TYPE = "type"
+LABEL_MODE = "mode"
+LABEL_PROBE = "probe"
+LABEL_MAP = "map"
+
+NS_PER_SECOND = 1_000_000_000
+
+
+class Unit(enum.Enum):
+    COUNT = "count"
+    NANOSECONDS = "ns"  # kept in ns, reported in seconds (base unit)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A Prometheus metric family; `label` tells its figures apart, if several."""
+
+    name: str
+    help: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One counter from the probes to every place it is shown."""
+
+    field: str  # member of struct fntax_counters
+    unit: Unit
+    json: tuple[str, ...]  # path inside a capture's counter block
+    family: Family | None  # None: in captures only (keeps the agent's series per function bounded)
+    label_value: str | None  # the family label's value for this figure
+    category: str | None  # the tax category it feeds (None: it is the base, not tax)
+    text: str  # how a table shows it: "{}" stands for the value
+    # Probe programs (their labels) that run once per unit of this figure, in
+    # the workload's own context: the observer's cost is derived from these.
+    probes: tuple[str, ...] = ()
+
+    def value(self, raw: int) -> int | float:
+        """The figure in its base unit (seconds for times)."""
+        return raw / NS_PER_SECOND if self.unit is Unit.NANOSECONDS else raw
+
+
+# Tax categories, in report order (profiler/tax/compute.py says how each is made).
+CATEGORIES: tuple[str, ...] = (
+    "syscalls", "page_faults", "context_switches", "runqueue_wait",
+    "interrupts", "decompression", "virtualization",
+)
+
+_SYSCALLS = Family("fntax_syscalls_total", "Syscalls made by the function's processes.")
+_SYSCALL_SECONDS = Family("fntax_syscall_seconds_total", "Time inside syscalls, entry to exit.")
+_SWITCHES = Family("fntax_context_switches_total", "Context switches, voluntary or involuntary.", LABEL_TYPE)
+_ONCPU = Family("fntax_oncpu_seconds_total", "Time on a CPU.")
+_RUNQUEUE = Family("fntax_runqueue_wait_seconds_total", "Time runnable but waiting for a CPU.")
+_FAULT_EXCEPTIONS = Family("fntax_page_fault_exceptions_total",
+                           "Page-fault exceptions by the mode they hit in (user, kernel).", LABEL_MODE)
+_FAULTS = Family("fntax_page_faults_total", "Page faults by type (minor, major).", LABEL_TYPE)
+_IRQ = Family("fntax_irq_seconds_total", "Interrupt time charged to the function (hard, soft).", LABEL_TYPE)
+
+# In the order of struct fntax_counters (checked at load).
+FIGURES: tuple[Figure, ...] = (
+    Figure("syscalls", Unit.COUNT, ("syscalls", "count"), _SYSCALLS, None, "syscalls", "{}",
+           ("sys_enter", "sys_exit")),
+    Figure("syscall_ns", Unit.NANOSECONDS, ("syscalls", "seconds"), _SYSCALL_SECONDS, None, "syscalls",
+           "in {}"),
+    Figure("syscall_offcpu_ns", Unit.NANOSECONDS, ("syscalls", "blocked_seconds"), None, None,
+           None, "({} blocked)"),
+    Figure("voluntary_switches", Unit.COUNT, ("context_switches", "voluntary"), _SWITCHES, "voluntary",
+           "context_switches", "{} voluntary,", ("sched:sched_switch",)),
+    Figure("involuntary_switches", Unit.COUNT, ("context_switches", "involuntary"), _SWITCHES, "involuntary",
+           "context_switches", "{} involuntary", ("sched:sched_switch",)),
+    Figure("oncpu_ns", Unit.NANOSECONDS, ("oncpu_seconds",), _ONCPU, None, None, "{}"),
+    Figure("runqueue_ns", Unit.NANOSECONDS, ("runqueue_wait_seconds",), _RUNQUEUE, None, "runqueue_wait",
+           "{}"),
+    Figure("faults_user", Unit.COUNT, ("page_faults", "user"), _FAULT_EXCEPTIONS, "user", "page_faults",
+           "{} user-mode,", ("exceptions:page_fault_user",)),
+    Figure("faults_kernel", Unit.COUNT, ("page_faults", "kernel"), _FAULT_EXCEPTIONS, "kernel", None,
+           "{} kernel-mode,", ("exceptions:page_fault_kernel",)),
+    Figure("faults_minor", Unit.COUNT, ("page_faults", "minor"), _FAULTS, "minor", None, "{} minor,",
+           ("fault_minor",)),
+    Figure("faults_major", Unit.COUNT, ("page_faults", "major"), _FAULTS, "major", None, "{} major",
+           ("fault_major",)),
+    Figure("hardirq_ns", Unit.NANOSECONDS, ("irq_seconds", "hard"), _IRQ, "hard", "interrupts", "{} hard,"),
+    Figure("softirq_ns", Unit.NANOSECONDS, ("irq_seconds", "soft"), _IRQ, "soft", "interrupts", "{} soft"),
+)
+
+# Handles for the code that does arithmetic on particular figures (the tax
+# model): bound by position, so the counter names stay in the table above.
+(SYSCALLS, SYSCALL_TIME, SYSCALL_BLOCKED, VOLUNTARY_SWITCHES, INVOLUNTARY_SWITCHES, ONCPU, RUNQUEUE_WAIT,
+ FAULTS_USER, FAULTS_KERNEL, FAULTS_MINOR, FAULTS_MAJOR, HARDIRQ, SOFTIRQ) = FIGURES
+
+BY_FIELD: dict[str, Figure] = {f.field: f for f in FIGURES}
+
+# Table rows: figures that share the first step of their JSON path share a
+# row, shown in `table_order` (their texts joined by spaces).
+ROW_TITLES: dict[str, str] = {
+    "oncpu_seconds": "on-CPU time", "syscalls": "syscalls", "context_switches": "context switches",
+    "runqueue_wait_seconds": "run-queue wait", "page_faults": "page faults", "irq_seconds": "interrupts",
+}
+
+
+@dataclass(frozen=True)
+class CallTable:
+    """Per-name figures (count and time of each syscall, each decoder library)."""
+
+    json: tuple[str, ...]  # where the name -> {count, seconds[, cpu_seconds]} table goes
+    family: Family  # labelled by `label`
+    label: str
+    exported: str  # "count" or "seconds": what the family exports per name
+    cpu_seconds: bool = False  # the table also carries on-CPU seconds
+
+
+SYSCALLS_BY_NAME = CallTable(("syscalls", "by_name"),
+                             Family("fntax_syscalls_by_name_total",
+                                    "Syscalls by name: each function's top K, then other."),
+                             LABEL_SYSCALL, "count")
+DECOMPRESSION_BY_LIBRARY = CallTable(("decompression", "by_library"),
+                                     Family("fntax_decompression_seconds_total", "Time inside decompressors."),
+                                     LABEL_LIBRARY, "seconds", cpu_seconds=True)
+
+# Families derived by the tax layer from the figures above.
+TAX_SECONDS = Family("fntax_tax_seconds_total", "Instruction tax by category (see the README's tax model).",
+                     LABEL_CATEGORY)
+TAX_DOLLARS = Family("fntax_tax_dollars_total", "Tax seconds x memory GB x price per GB-second.")
+PROCESSES_STARTED = Family("fntax_processes_started_total", "Processes started (forked or found) per function.")

@@ -1,0 +1,314 @@
+"""Capture JSON (version 1): the one writer and the one reader.
+
+Counter blocks are laid out by the figure table (each figure's `json` path),
+so a new figure appears in captures, and is read back, with no edit here.
+The reader turns any file into a typed ProfileResult or one error naming the
+file and the field; a missing optional field reads as its empty value (hand
+trimmed captures still compare), a field of the wrong type never passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from profiler.errors import ConfigError
+from profiler.figures import CATEGORIES, DECOMPRESSION_BY_LIBRARY, FIGURES, SYSCALLS_BY_NAME, CallTable, Unit
+from profiler.files import read_json
+from profiler.model import NS_PER_SECOND, CallStats, Capture, Counters, HostInfo, ProcessSample, WorkloadSummary
+from profiler.tax.cost import Cost
+from profiler.tax.result import BaselineSummary, ProfileResult, RunRow, TaxSummary
+
+CAPTURE_VERSION = 1
+
+
+# -- writing -------------------------------------------------------------------
+def _put(block: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    for key in path[:-1]:
+        block = block.setdefault(key, {})
+    block[path[-1]] = value
+
+
+def _seconds(ns: int) -> float:
+    return ns / NS_PER_SECOND
+
+
+def _calls_json(table: CallTable, calls: Mapping[str, CallStats]) -> dict[str, dict[str, float | int]]:
+    ordered = sorted(calls.items(), key=lambda item: (-item[1].ns, item[0]))
+    return {name: {"count": stats.count, "seconds": _seconds(stats.ns),
+                   **({"cpu_seconds": _seconds(stats.cpu_ns)} if table.cpu_seconds else {})}
+            for name, stats in ordered}
+
+
+def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
+                  decompression: Mapping[str, CallStats]) -> dict[str, Any]:
+    """The counter block shared by the workload and each process."""
+    block: dict[str, Any] = {}
+    for figure, raw in counters.items():
+        _put(block, figure.json, figure.value(raw))
+    _put(block, SYSCALLS_BY_NAME.json, _calls_json(SYSCALLS_BY_NAME, syscalls))
+    decomp = list(decompression.values())
+    _put(block, ("decompression", "seconds"), _seconds(sum(s.ns for s in decomp)))
+    _put(block, ("decompression", "cpu_seconds"), _seconds(sum(s.cpu_ns for s in decomp)))
+    _put(block, ("decompression", "calls"), sum(s.count for s in decomp))
+    _put(block, DECOMPRESSION_BY_LIBRARY.json, _calls_json(DECOMPRESSION_BY_LIBRARY, decompression))
+    return block
+
+
+def _process_json(proc: ProcessSample) -> dict[str, Any]:
+    return {"pid": proc.pid, "comm": proc.comm, "exited": proc.exited,
+            **counters_json(proc.counters, proc.syscalls_by_name, proc.decompression_by_library)}
+
+
+def capture_json(capture: Capture) -> dict[str, Any]:
+    """A bare capture (no analysis) as JSON."""
+    return to_json(ProfileResult(
+        command=capture.command, pid=capture.pid, exit_code=capture.exit_code, interrupted=capture.interrupted,
+        host=capture.host, workload=capture.workload, per_process=capture.per_process,
+        map_update_failures=capture.map_update_failures))
+
+
+def to_json(result: ProfileResult) -> dict[str, Any]:
+    workload = result.workload
+    data: dict[str, Any] = {
+        "version": CAPTURE_VERSION,
+        "command": list(result.command),
+        "pid": result.pid,
+        "exit_code": result.exit_code,
+        "interrupted": result.interrupted,
+        "host": {"kernel": result.host.kernel, "cpus": result.host.cpus,
+                 "headers": result.host.headers, "cpu_model": result.host.cpu_model},
+        "workload": {"wall_seconds": workload.wall_seconds, "processes": workload.processes,
+                     **counters_json(workload.counters, workload.syscalls_by_name,
+                                     workload.decompression_by_library)},
+        "per_process": [_process_json(p) for p in result.per_process],
+        "map_update_failures": dict(result.map_update_failures),
+    }
+    if result.tax is None:
+        return data
+    data["invocations"] = result.invocations
+    data["warmup"] = result.warmup
+    tax = result.tax
+    data["tax"] = {"seconds": tax.seconds, "ratio": tax.ratio, "own_work_seconds": tax.own_work_seconds,
+                   "observer_seconds": tax.observer_seconds, "cpu_share_wait_seconds": tax.cpu_share_wait_seconds,
+                   "by_category": {name: tax.by_category.get(name, 0.0) for name in CATEGORIES},
+                   "estimated": list(tax.estimated)}
+    if result.baseline is not None:
+        b = result.baseline
+        data["baseline"] = {"name": b.name, "kind": b.kind, "seconds": b.seconds, "speedup": b.speedup,
+                            "difference_by_category": dict(b.difference_by_category)}
+    if result.cost is not None:
+        c = result.cost
+        data["cost"] = {"memory_mb": c.memory_mb, "billed_seconds": c.billed_seconds,
+                        "per_invocation_dollars": c.per_invocation_dollars,
+                        "per_million_dollars": c.per_million_dollars,
+                        "tax_per_million_dollars": c.tax_per_million_dollars,
+                        "baseline_per_million_dollars": c.baseline_per_million_dollars,
+                        "prices": result.prices}
+    data["runs"] = [{"run": r.run, "warmup": r.warmup, "pid": r.pid, "exit_code": r.exit_code,
+                     "duration_seconds": r.duration_seconds, "oncpu_seconds": r.oncpu_seconds,
+                     "tax_seconds": r.tax_seconds, "observer_seconds": r.observer_seconds,
+                     "cpu_share_wait_seconds": r.cpu_share_wait_seconds, "by_category": dict(r.by_category),
+                     "baremetal_seconds": r.baremetal_seconds} for r in result.runs]
+    data["percentiles"] = {name: dict(row) for name, row in result.percentiles.items()}
+    data["cpu_share"] = result.cpu_share
+    return data
+
+
+# -- reading -------------------------------------------------------------------
+class _Reader:
+    """Typed access to a decoded JSON document; every error names file and field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, expected: str) -> ConfigError:
+        return ConfigError(f"{self.source}: field '{path}' must be {expected}")
+
+    def get(self, data: Mapping[str, Any], path: Sequence[str], where: str) -> Any:
+        value: Any = data
+        for i, key in enumerate(path):
+            if value is None:
+                return None
+            if not isinstance(value, Mapping):
+                raise self.fail(".".join([where, *path[:i]]).strip("."), "an object")
+            value = value.get(key)
+        return value
+
+    def number(self, data: Mapping[str, Any], path: Sequence[str], where: str = "",
+               default: float | None = 0.0) -> float | None:
+        value = self.get(data, path, where)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(".".join([where, *path]).strip("."), "a number")
+        return float(value)
+
+    def real(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> float:
+        value = self.number(data, path, where)
+        assert value is not None
+        return value
+
+    def integer(self, data: Mapping[str, Any], path: Sequence[str], where: str = "",
+                default: int | None = 0) -> int | None:
+        value = self.get(data, path, where)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(".".join([where, *path]).strip("."), "an integer")
+        return value
+
+    def count(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> int:
+        value = self.integer(data, path, where)
+        assert value is not None
+        if value < 0:
+            raise self.fail(".".join([where, *path]).strip("."), "a count (0 or more)")
+        return value
+
+    def text(self, data: Mapping[str, Any], path: Sequence[str], where: str = "", default: str = "") -> str:
+        value = self.get(data, path, where)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.fail(".".join([where, *path]).strip("."), "a string")
+        return value
+
+    def mapping(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> Mapping[str, Any]:
+        value = self.get(data, path, where)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(".".join([where, *path]).strip("."), "an object")
+        return value
+
+    def listing(self, data: Mapping[str, Any], key: str, where: str = "") -> list[Any]:
+        value = self.get(data, (key,), where)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(f"{where}.{key}".strip("."), "a list")
+        return value
+
+    def counters(self, block: Mapping[str, Any], where: str) -> Counters:
+        values = []
+        for figure in FIGURES:
+            if figure.unit is Unit.NANOSECONDS:
+                values.append(round(self.real(block, figure.json, where) * NS_PER_SECOND))
+            else:
+                values.append(self.count(block, figure.json, where))
+        return Counters(values)
+
+    def calls(self, block: Mapping[str, Any], table: CallTable, where: str) -> dict[str, CallStats]:
+        place = ".".join([where, *table.json])
+        out = {}
+        for name, row in self.mapping(block, table.json, where).items():
+            if not isinstance(row, Mapping):
+                raise self.fail(f"{place}.{name}", "an object")
+            out[str(name)] = CallStats(self.count(row, ("count",), f"{place}.{name}"),
+                                       round(self.real(row, ("seconds",), f"{place}.{name}") * NS_PER_SECOND),
+                                       round(self.real(row, ("cpu_seconds",), f"{place}.{name}") * NS_PER_SECOND))
+        return out
+
+    def floats(self, data: Mapping[str, Any], path: Sequence[str], where: str) -> dict[str, float]:
+        place = ".".join([where, *path]).strip(".")
+        out = {}
+        for key, value in self.mapping(data, path, where).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.fail(f"{place}.{key}", "a number")
+            out[str(key)] = float(value)
+        return out
+
+
+def from_json(data: Mapping[str, Any], source: str) -> ProfileResult:
+    """A decoded capture (version 1) as a typed result, or ConfigError naming file and field."""
+    r = _Reader(source)
+    if data.get("version") != CAPTURE_VERSION:
+        raise ConfigError(f"{source}: field 'version' is {data.get('version')!r}, expected {CAPTURE_VERSION}")
+    if not isinstance(data.get("workload"), Mapping):
+        raise ConfigError(f"{source}: missing field 'workload'")
+    w = r.mapping(data, ("workload",))
+    workload = WorkloadSummary(wall_seconds=r.real(w, ("wall_seconds",), "workload"),
+                               processes=r.count(w, ("processes",), "workload"),
+                               counters=r.counters(w, "workload"),
+                               syscalls_by_name=r.calls(w, SYSCALLS_BY_NAME, "workload"),
+                               decompression_by_library=r.calls(w, DECOMPRESSION_BY_LIBRARY, "workload"))
+    per_process = []
+    for i, proc in enumerate(r.listing(data, "per_process")):
+        where = f"per_process[{i}]"
+        if not isinstance(proc, Mapping):
+            raise r.fail(where, "an object")
+        per_process.append(ProcessSample(
+            pid=r.count(proc, ("pid",), where), comm=r.text(proc, ("comm",), where), workload=1,
+            exited=bool(proc.get("exited", False)), counters=r.counters(proc, where),
+            syscalls_by_name=r.calls(proc, SYSCALLS_BY_NAME, where),
+            decompression_by_library=r.calls(proc, DECOMPRESSION_BY_LIBRARY, where)))
+    command = r.listing(data, "command")
+    host = r.mapping(data, ("host",))
+    result = ProfileResult(
+        command=tuple(str(part) for part in command), pid=r.count(data, ("pid",)),
+        exit_code=r.integer(data, ("exit_code",), default=None), interrupted=bool(data.get("interrupted", False)),
+        host=HostInfo(kernel=r.text(host, ("kernel",), "host", "?"),
+                      cpus=r.count(host, ("cpus",), "host"),
+                      headers=r.text(host, ("headers",), "host", "?"),
+                      cpu_model=r.text(host, ("cpu_model",), "host")),
+        workload=workload, per_process=tuple(per_process),
+        map_update_failures={k: int(v) for k, v in r.floats(data, ("map_update_failures",), "").items()},
+        invocations=max(1, r.count(data, ("invocations",)) or 1), warmup=r.count(data, ("warmup",)))
+    if "tax" not in data or data["tax"] is None:
+        return result
+    t = r.mapping(data, ("tax",))
+    estimated = r.listing(t, "estimated", "tax")
+    tax = TaxSummary(seconds=r.real(t, ("seconds",), "tax"), ratio=r.real(t, ("ratio",), "tax"),
+                     own_work_seconds=r.real(t, ("own_work_seconds",), "tax"),
+                     observer_seconds=r.real(t, ("observer_seconds",), "tax"),
+                     cpu_share_wait_seconds=r.real(t, ("cpu_share_wait_seconds",), "tax"),
+                     by_category=r.floats(t, ("by_category",), "tax"),
+                     estimated=tuple(str(e) for e in estimated))
+    baseline = None
+    if isinstance(data.get("baseline"), Mapping):
+        b = data["baseline"]
+        baseline = BaselineSummary(name=r.text(b, ("name",), "baseline"), kind=r.text(b, ("kind",), "baseline"),
+                                   seconds=r.real(b, ("seconds",), "baseline"),
+                                   speedup=r.number(b, ("speedup",), "baseline", default=None),
+                                   difference_by_category=r.floats(b, ("difference_by_category",), "baseline"))
+    elif data.get("baseline") is not None:
+        raise r.fail("baseline", "an object")
+    cost = None
+    prices = None
+    if isinstance(data.get("cost"), Mapping):
+        c = data["cost"]
+        cost = Cost(memory_mb=r.count(c, ("memory_mb",), "cost"),
+                    billed_seconds=r.real(c, ("billed_seconds",), "cost"),
+                    per_invocation_dollars=r.real(c, ("per_invocation_dollars",), "cost"),
+                    per_million_dollars=r.real(c, ("per_million_dollars",), "cost"),
+                    tax_per_million_dollars=r.real(c, ("tax_per_million_dollars",), "cost"),
+                    baseline_per_million_dollars=r.real(c, ("baseline_per_million_dollars",), "cost"))
+        prices = r.text(c, ("prices",), "cost", "?")
+    elif data.get("cost") is not None:
+        raise r.fail("cost", "an object")
+    runs = []
+    for i, run in enumerate(r.listing(data, "runs")):
+        where = f"runs[{i}]"
+        if not isinstance(run, Mapping):
+            raise r.fail(where, "an object")
+        runs.append(RunRow(run=r.count(run, ("run",), where), warmup=bool(run.get("warmup", False)),
+                           pid=r.count(run, ("pid",), where),
+                           exit_code=r.integer(run, ("exit_code",), where, default=None),
+                           duration_seconds=r.real(run, ("duration_seconds",), where),
+                           oncpu_seconds=r.real(run, ("oncpu_seconds",), where),
+                           tax_seconds=r.real(run, ("tax_seconds",), where),
+                           observer_seconds=r.real(run, ("observer_seconds",), where),
+                           cpu_share_wait_seconds=r.real(run, ("cpu_share_wait_seconds",), where),
+                           by_category=r.floats(run, ("by_category",), where),
+                           baremetal_seconds=r.real(run, ("baremetal_seconds",), where)))
+    percentile_rows = {str(name): r.floats(data, ("percentiles", name), "")
+                       for name in r.mapping(data, ("percentiles",))}
+    return replace(result, tax=tax, baseline=baseline, cost=cost, prices=prices, runs=tuple(runs),
+                   percentiles=percentile_rows, cpu_share=r.number(data, ("cpu_share",), default=None))
+
+
+def read_capture(path: str | Path) -> ProfileResult:
+    """A capture file as a typed result (one error naming the file and field otherwise)."""
+    return from_json(read_json(path, expect_version=CAPTURE_VERSION), str(path))
