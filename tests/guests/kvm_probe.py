@@ -219,6 +219,19 @@ class KvmProbe:
                 raise RuntimeError(f"{where}: value is {ctypes.sizeof(leaf)} bytes, "
                                    f"declared {value} ({TYPE_SIZES[value]})")
 
+    def detach(self) -> None:
+        """Detach every tracepoint (the maps and programs stay loaded)."""
+        names = [tp.decode() if isinstance(tp, bytes) else str(tp) for tp in self.bpf.tracepoint_fds]
+        self._attached = {tp: tp.replace(":", "__") for tp in names}
+        for tp in self._attached:
+            self.bpf.detach_tracepoint(tp=tp)
+
+    def attach(self) -> None:
+        """Re-attach what detach() took off."""
+        for tp, suffix in getattr(self, "_attached", {}).items():
+            self.bpf.attach_tracepoint(tp=tp, fn_name="tracepoint__" + suffix)
+        self._attached = {}
+
     def snapshot(self) -> dict[int, KvmFigures]:
         out = {}
         for key, leaf in self.bpf["kvm_procs"].items():

@@ -8,6 +8,7 @@ binutils is installed, objdump's disassembly of the same bytes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -344,3 +345,43 @@ def test_table_is_ordered_and_vcpu_names() -> None:
     assert vcpu_index(Monitor.QEMU, "CPU 3/KVM") == 3
     assert vcpu_index(Monitor.CLOUD_HYPERVISOR, "vcpu7") == 7
     assert vcpu_index(Monitor.CROSVM, "crosvm_vcpu1") == 1
+
+
+KVM_EXIT_FORMAT = Path("/sys/kernel/tracing/events/kvm/kvm_exit/format")
+
+
+def test_kvm_probe_reason_names() -> None:
+    from tests.guests.kvm_probe import (
+        UEXIT_ERROR, VMX_EXIT_REASONS, declarations, exit_reason_name, userspace_exit_name,
+    )
+    assert exit_reason_name(30) == "io_instruction" and exit_reason_name(12) == "hlt"
+    assert exit_reason_name(95) == "other" and exit_reason_name(5) == "other"
+    assert userspace_exit_name(2) == "io" and userspace_exit_name(UEXIT_ERROR) == "error"
+    assert userspace_exit_name(45) == "other"
+    assert len(VMX_EXIT_REASONS) == len(set(VMX_EXIT_REASONS.values()))
+    assert {name for name, *_ in declarations()} == {"kvm_procs", "kvm_threads", "kvm_cpu", "kvm_errors"}
+
+
+def test_kvm_probe_mirrors_match_the_c_structs() -> None:
+    """ctypes mirrors vs. the struct members in probes/kvm.bpf.c, by name and order (no compiler)."""
+    import re
+
+    from tests.guests.kvm_probe import KVM_PROBE, KvmCounters, KvmCpu, KvmProc, KvmThread
+    text = KVM_PROBE.read_text()
+    for struct_name, mirror in (("fntax_kvm_counters", KvmCounters), ("fntax_kvm_proc", KvmProc),
+                                ("fntax_kvm_thread", KvmThread), ("fntax_kvm_cpu", KvmCpu)):
+        body = re.search(r"struct %s \{(.*?)\n\};" % struct_name, text, re.S)
+        assert body, struct_name
+        members = re.findall(r"^\s+(?:struct \w+|u64|u32|char)\s+(\w+)(?:\[\w+\])?;", body.group(1), re.M)
+        assert members == [f[0] for f in mirror._fields_], struct_name
+
+
+@pytest.mark.skipif(not (KVM_EXIT_FORMAT.exists() and os.access(KVM_EXIT_FORMAT, os.R_OK)),
+                    reason="kvm_exit tracepoint format not readable (needs root and tracefs)")
+def test_vmx_names_match_the_running_kernel() -> None:
+    import re
+
+    from tests.guests.kvm_probe import VMX_EXIT_REASONS
+    fmt = KVM_EXIT_FORMAT.read_text()
+    vmx_part = fmt[fmt.index("__print_symbolic(REC->exit_reason & 0xffff"):fmt.index(": __print_symbolic(REC->exit_reason,")]
+    assert {int(n): name.lower() for n, name in re.findall(r'\{ (\d+), "(\w+)" \}', vmx_part)} == VMX_EXIT_REASONS
