@@ -329,6 +329,30 @@ static __always_inline void fntax_kvm_fold(struct fntax_kvm_cpu *cpu, u32 tgid)
     }
 }
 
+/* Zero the touched reason slots (arrays stay zero outside the dirty masks). */
+static __always_inline void fntax_kvm_drop_reasons(struct fntax_kvm_cpu *cpu)
+{
+    if (!(cpu->exit_dirty[0] | cpu->exit_dirty[1] | cpu->ue_dirty))
+        return;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < FNTAX_KVM_EXIT_SLOTS; i++) {
+        if (cpu->exit_dirty[i >> 6] & (1ull << (i & 63))) {
+            cpu->exit_reasons[i].count = 0;
+            cpu->exit_reasons[i].ns = 0;
+        }
+    }
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < FNTAX_KVM_UEXIT_SLOTS; i++) {
+        if (cpu->ue_dirty & (1ull << i)) {
+            cpu->userspace_reasons[i].count = 0;
+            cpu->userspace_reasons[i].ns = 0;
+        }
+    }
+    cpu->exit_dirty[0] = 0;
+    cpu->exit_dirty[1] = 0;
+    cpu->ue_dirty = 0;
+}
+
 /* The slot, owned by the calling thread and marked as a vCPU thread (every
  * KVM event comes from one). NULL only if the per-CPU array is unreadable. */
 static __always_inline struct fntax_kvm_cpu *fntax_kvm_current(void)
@@ -348,10 +372,7 @@ static __always_inline struct fntax_kvm_cpu *fntax_kvm_current(void)
         cpu->events = 0;
         __builtin_memset(&cpu->f, 0, sizeof(cpu->f));
         __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
-        cpu->exit_dirty[0] = 0;
-        cpu->exit_dirty[1] = 0;
-        cpu->ue_dirty = 0;
-        /* Reason arrays are zero outside dirty slots: nothing to clear. */
+        fntax_kvm_drop_reasons(cpu);
         struct fntax_kvm_thread *t = kvm_threads.lookup(&tid);
         if (t) {
             cpu->f = *t;
@@ -538,6 +559,12 @@ TRACEPOINT_PROBE(sched, sched_switch)
         struct fntax_kvm_thread *t = kvm_threads.lookup(&prev);
         if (t)
             *t = cpu->f;
+    } else if (cpu->vcpu && cpu->events) {
+        /* The slot's owner left without us seeing it: its delta cannot be
+         * folded from here (wrong context); drop it rather than give it to next. */
+        fntax_kvm_count_error(FNTAX_KVM_ERR_LOST);
+        __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
+        fntax_kvm_drop_reasons(cpu);
     }
 
     /* Switch-in: the slot becomes next's. Unfolded deltas are empty here
