@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from profiler import __version__
-from profiler.errors import FntaxError
+from profiler.errors import FntaxError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,13 +31,29 @@ def _one_line_errors(func: F) -> F:
         except FntaxError as err:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"fntax: {err}", err=True)
+            click.echo(f"fntax: {_one_line(str(err))}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("fntax: interrupted", err=True)
             sys.exit(INTERRUPTED_EXIT)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as err:
+            # A bug, not the user's input: still one line (the traceback is
+            # one --debug away), and EX_SOFTWARE rather than Python's 1.
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"fntax: internal error: {type(err).__name__}: {_one_line(str(err))} "
+                       f"(run with --debug for the traceback)", err=True)
+            sys.exit(FntaxError.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(message: str, limit: int = 500) -> str:
+    """Messages quote user input (a CSV header, a YAML key): keep them to one bounded line."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:
@@ -112,10 +128,15 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
     if print_bpf:
         click.echo(module_source(options))
         return
+    # Bad combinations are bad input (66, like every other bad input), not
+    # click's usage exit 2: that stays for unknown options and the like.
     if duration is not None and pid is None:
-        raise click.UsageError("--duration needs --pid")
+        raise InputError("--duration needs --pid")
+    if duration is not None and not duration > 0:
+        raise InputError(f"--duration {duration} must be a positive number of seconds")
     if pid is not None and (repeat > 1 or warmup):
-        raise click.UsageError("--repeat/--warmup need a command, not --pid")
+        raise InputError("--repeat/--warmup need a command, not --pid")
+    _check_decompressors(decompressors)
     settings = SessionSettings(command=command, pid=pid, duration_seconds=duration, repeat=repeat,
                                warmup=warmup, memory_mb=memory_mb, prices=prices, cpu_share=cpu_share,
                                baseline=baseline_ref, json_path=json_path, plot_path=plot_path)
@@ -126,6 +147,19 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
         sys.exit(128 + outcome.stop_signal)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+def _check_decompressors(specs: tuple[str, ...]) -> None:
+    """A --decompressor that names no library or symbol is bad input (66), found before any probe loads."""
+    if not specs:
+        return
+    from profiler.bpf.decompress_targets import discover
+    from profiler.errors import ConfigError
+
+    try:
+        discover(specs)
+    except ConfigError as err:
+        raise InputError(str(err)) from err
 
 
 @main.command()
@@ -189,7 +223,7 @@ def calibrate(refresh: bool, path: str | None, quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("captures", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw them side by side (PNG/SVG).")
 @_one_line_errors
 def compare(captures: tuple[str, ...], plot_path: str | None) -> None:
@@ -200,7 +234,7 @@ def compare(captures: tuple[str, ...], plot_path: str | None) -> None:
     from profiler.output.compare import load_for_comparison, render_comparison
 
     if len(captures) < 2:
-        raise click.UsageError("give at least two capture files")
+        raise InputError(f"compare needs at least two capture files, got {len(captures)}")
     if plot_path:
         from profiler.output.plot import check_plot_path
 

@@ -30,10 +30,10 @@ from typing import Any, Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bcrypt
-import yaml
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from profiler.errors import ConfigError, InputError
+from profiler.files import parse_yaml
 
 # A client that connects and never completes its handshake (or request) is
 # dropped after this long, so it cannot hold a serving thread forever.
@@ -42,6 +42,10 @@ CLIENT_TIMEOUT_SECONDS = 10.0
 _CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "RequestClientCert": ssl.CERT_OPTIONAL,
                 "RequireAnyClientCert": ssl.CERT_REQUIRED, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                 "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
+
+
+_TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version",
+             "cipher_suites", "curve_preferences", "prefer_server_cipher_suites", "client_allowed_sans"}
 
 
 @dataclass(frozen=True)
@@ -62,29 +66,37 @@ def load_web_config(path: str | Path | None) -> WebConfig:
         return WebConfig()
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read web config: {err.strerror}") from err
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: web config is not text (UTF-8)") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: web config is not valid YAML") from err
+        raise ConfigError(f"{path}: web config is not text (UTF-8): binary content at byte {err.start}") from err
+    data = parse_yaml(text, path, "web config")
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: web config must be a mapping")
-    unknown = set(data) - {"tls_server_config", "basic_auth_users", "http_server_config"}
+    unknown = sorted(repr(k) for k in data
+                     if not isinstance(k, str) or k not in {"tls_server_config", "basic_auth_users",
+                                                            "http_server_config"})
     if unknown:
-        raise ConfigError(f"{path}: unknown web config key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{path}: unknown web config key {unknown[0][:60]}")
     tls = data.get("tls_server_config") or {}
     users = data.get("basic_auth_users") or {}
     if not isinstance(tls, dict) or not isinstance(users, dict):
         raise ConfigError(f"{path}: tls_server_config and basic_auth_users must be mappings")
+    unknown = sorted(repr(k) for k in tls if not isinstance(k, str) or k not in _TLS_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown tls_server_config key {unknown[0][:60]}")
     base = path.parent
 
     def file_field(key: str) -> str | None:
         value = tls.get(key)
         if value is None:
             return None
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ConfigError(f"{path}: tls_server_config.{key} must be a file name")
         resolved = (base / str(value)) if not Path(str(value)).is_absolute() else Path(str(value))
         if not resolved.is_file():
             raise ConfigError(f"{path}: tls_server_config.{key}: no such file {resolved}")
@@ -93,9 +105,9 @@ def load_web_config(path: str | Path | None) -> WebConfig:
     cert, key, ca = file_field("cert_file"), file_field("key_file"), file_field("client_ca_file")
     if (cert is None) != (key is None):
         raise ConfigError(f"{path}: tls_server_config needs both cert_file and key_file")
-    auth_type = str(tls.get("client_auth_type", "RequireAndVerifyClientCert" if ca else "NoClientCert"))
-    if auth_type not in _CLIENT_AUTH:
-        raise ConfigError(f"{path}: tls_server_config.client_auth_type {auth_type!r} is not one of "
+    auth_type = tls.get("client_auth_type", "RequireAndVerifyClientCert" if ca else "NoClientCert")
+    if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
+        raise ConfigError(f"{path}: tls_server_config.client_auth_type {repr(auth_type)[:60]} is not one of "
                           f"{', '.join(_CLIENT_AUTH)}")
     if auth_type != "NoClientCert" and ca is None:
         # Without a CA every client certificate fails verification: refuse
@@ -105,8 +117,10 @@ def load_web_config(path: str | Path | None) -> WebConfig:
         raise ConfigError(f"{path}: tls_server_config: client certificates need cert_file and key_file")
     hashes: dict[str, bytes] = {}
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ConfigError(f"{path}: basic_auth_users.{user}: not a bcrypt hash")
+        if not isinstance(user, str) or not user or ":" in user:
+            raise ConfigError(f"{path}: basic_auth_users: user name {repr(user)[:60]} must be text without ':'")
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) or not hashed.isascii():
+            raise ConfigError(f"{path}: basic_auth_users.{user[:60]}: not a bcrypt hash")
         hashes[str(user)] = hashed.encode()
     return WebConfig(cert, key, ca, auth_type, hashes)
 

@@ -32,6 +32,7 @@ import yaml
 from profiler.attribution.facts import ProcessFacts as ProcessFacts
 from profiler.attribution.facts import read_facts as read_facts
 from profiler.errors import ConfigError
+from profiler.files import load_yaml
 
 HOST = "host"
 MAX_LABEL = 64
@@ -130,11 +131,11 @@ def parse_rules(data: Any, source: str) -> Rules:
         raise ConfigError(f"{source}: 'rules' must be a list")
     rules = [_parse_rule(raw, f"{source}: rules[{i}]") for i, raw in enumerate(raw_rules)]
     unmatched = data.get("unmatched", "host")
-    if unmatched not in ("host", "comm"):
-        raise ConfigError(f"{source}: 'unmatched' must be host or comm, got {unmatched!r}")
-    unknown = set(data) - {"rules", "unmatched"}
+    if not isinstance(unmatched, str) or unmatched not in ("host", "comm"):
+        raise ConfigError(f"{source}: 'unmatched' must be host or comm, got {_short(unmatched)}")
+    unknown = _unknown_keys(data, {"rules", "unmatched"})
     if unknown:
-        raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{source}: unknown key {unknown}")
     return Rules(tuple(rules), unmatched)
 
 
@@ -144,18 +145,18 @@ _MATCHERS = ("env", "cgroup", "cmdline", "vm_monitor")
 def _parse_rule(raw: Any, where: str) -> Rule:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = set(raw) - {*_MATCHERS, "kind", "memory_mb"}
+    unknown = _unknown_keys(raw, {*_MATCHERS, "kind", "memory_mb"})
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{where}: unknown key {unknown}")
     matchers = [key for key in _MATCHERS if key in raw]
     if len(matchers) != 1:
         raise ConfigError(f"{where}: needs exactly one of {', '.join(_MATCHERS)}")
-    try:
-        kind = WorkloadKind(raw.get("kind", "process"))
-    except ValueError as err:
-        raise ConfigError(f"{where}: kind must be process, container or vm") from err
+    kind_name = raw.get("kind", "process")
+    if not isinstance(kind_name, str) or kind_name not in {k.value for k in WorkloadKind}:
+        raise ConfigError(f"{where}: kind must be process, container or vm")
+    kind = WorkloadKind(kind_name)
     memory = raw.get("memory_mb")
-    if memory is not None and (not isinstance(memory, int) or memory <= 0):
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0):
         raise ConfigError(f"{where}: memory_mb must be a positive integer")
     key = matchers[0]
     value = raw[key]
@@ -169,8 +170,8 @@ def _parse_rule(raw: Any, where: str) -> Rule:
         raise ConfigError(f"{where}: {key} must be a regular expression string")
     try:
         pattern = re.compile(value)
-    except re.error as err:
-        raise ConfigError(f"{where}: bad regular expression {value!r}: {err}") from err
+    except (re.error, RecursionError, OverflowError, ValueError) as err:
+        raise ConfigError(f"{where}: bad regular expression {_short(value)}: {_one_line(err)}") from err
     if key == "cgroup":
         return Rule(cgroup=pattern, kind=kind, memory_mb=memory)
     return Rule(cmdline=pattern, kind=kind, memory_mb=memory)
@@ -181,14 +182,19 @@ def load_rules(path: str | Path | None) -> Rules:
     if path is None:
         return parse_rules(yaml.safe_load(DEFAULT_RULES_YAML), "default rules")
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from err
-    return parse_rules(data, str(path))
+    return parse_rules(load_yaml(path, "rules file", unreadable=ConfigError), str(path))
+
+
+def _unknown_keys(data: Mapping[Any, Any], known: set[str]) -> str | None:
+    """The first key not in `known`, quoted (YAML keys may be numbers, lists or null)."""
+    unknown = sorted(repr(key) for key in data if not isinstance(key, str) or key not in known)
+    return _short(unknown[0], 60) if unknown else None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) and value.startswith("'") else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]

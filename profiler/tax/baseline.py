@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import statistics
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from profiler.errors import ConfigError, InputError
-from profiler.files import read_json, write_json_atomic
+from profiler.files import make_private_dir, read_json, read_text, write_json_atomic
 
 BASELINE_VERSION = 1
 BUILTIN = "baremetal"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Durations at or above this many seconds (about 32 years) are refused as typos.
+MAX_SECONDS = 1e9
 _UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
 
@@ -62,7 +65,8 @@ def _path(name: str) -> Path:
 
 def _save(name: str, body: dict[str, Any]) -> Path:
     check_name(name)
-    baseline_dir().mkdir(parents=True, exist_ok=True)
+    make_private_dir(state_dir())
+    make_private_dir(baseline_dir())
     path = _path(name)
     write_json_atomic(path, {"version": BASELINE_VERSION, "name": name,
                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -90,27 +94,40 @@ def parse_durations(text: str, source: str, unit: str = "s", column: str | None 
         values = []
         for number, line in enumerate(lines, 1):
             if not _is_number(line):
-                raise ConfigError(f"{source}: line {number}: {line.strip()!r} is not a number")
+                raise ConfigError(f"{source}: line {number}: {_short(line.strip())} is not a number")
             values.append(float(line) * scale)
     else:
-        reader = csv.DictReader(io.StringIO("\n".join(lines)))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        wanted = column or next((h for h in header if h.lower().startswith("duration")), None)
-        if wanted is None or wanted not in header:
-            raise ConfigError(f"{source}: CSV header has no {'column ' + repr(column) if column else 'duration column'}"
-                              f" (columns: {', '.join(header)})")
-        for suffix, factor in (("_ms", 1e-3), ("_us", 1e-6), ("_ns", 1e-9), ("_s", 1.0), ("_seconds", 1.0)):
-            if wanted.lower().endswith(suffix):
-                scale = factor
-        values = []
-        for number, row in enumerate(reader, 2):
-            cell = (row.get(wanted) or "").strip()
-            if not _is_number(cell):
-                raise ConfigError(f"{source}: line {number}: column {wanted} {cell!r} is not a number")
-            values.append(float(cell) * scale)
-    if any(v <= 0 for v in values):
-        raise ConfigError(f"{source}: durations must be positive")
+        try:
+            values = _csv_durations(lines, source, scale, column)
+        except csv.Error as err:  # a NUL byte, a field past csv's size limit
+            raise ConfigError(f"{source}: not a durations CSV ({err})") from err
+    if not all(_positive(v) for v in values):
+        raise ConfigError(f"{source}: durations must be positive numbers of seconds below {MAX_SECONDS:g}")
     return values
+
+
+def _csv_durations(lines: list[str], source: str, scale: float, column: str | None) -> list[float]:
+    reader = csv.DictReader(io.StringIO("\n".join(lines)))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    wanted = column or next((h for h in header if h.lower().startswith("duration")), None)
+    if wanted is None or wanted not in header:
+        raise ConfigError(f"{source}: CSV header has no {'column ' + repr(column) if column else 'duration column'}"
+                          f" (columns: {_short(', '.join(header), 80)})")
+    for suffix, factor in (("_ms", 1e-3), ("_us", 1e-6), ("_ns", 1e-9), ("_s", 1.0), ("_seconds", 1.0)):
+        if wanted.lower().endswith(suffix):
+            scale = factor
+    values = []
+    for number, row in enumerate(reader, 2):
+        cell = (row.get(wanted) or "").strip()
+        if not _is_number(cell):
+            raise ConfigError(f"{source}: line {number}: column {_short(wanted)[1:-1]} {_short(cell)} is not a number")
+        values.append(float(cell) * scale)
+    return values
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    quoted = repr(value)
+    return quoted if len(quoted) <= limit else quoted[: limit - 3] + "..."
 
 
 def _is_number(text: str) -> bool:
@@ -123,10 +140,7 @@ def _is_number(text: str) -> bool:
 
 def import_durations(name: str, durations_file: str | Path, unit: str = "s", column: str | None = None) -> Path:
     path = Path(durations_file)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}") from err
+    text = read_text(path, "durations file (text: one number per line, or CSV)")
     values = parse_durations(text, str(path), unit, column)
     return _save(name, {"kind": "imported", "source": str(path), "durations_seconds": values})
 
@@ -144,10 +158,13 @@ def load(name_or_file: str) -> Baseline:
     source = str(path)
     if "kind" not in data and "workload" in data:  # a plain capture file
         return _from_capture(path.stem, data, source)
-    if data.get("version") != BASELINE_VERSION:
-        raise ConfigError(f"{source}: field 'version' is {data.get('version')!r}, expected {BASELINE_VERSION}")
+    version = data.get("version")
+    if isinstance(version, bool) or version != BASELINE_VERSION:
+        raise ConfigError(f"{source}: field 'version' is {_short(data.get('version'))}, "
+                          f"expected {BASELINE_VERSION}")
     kind = data.get("kind")
-    name = str(data.get("name", path.stem))
+    name = data.get("name")
+    name = name if isinstance(name, str) and _NAME.match(name) else path.stem
     if kind == "recorded":
         capture = data.get("capture")
         if not isinstance(capture, dict):
@@ -155,24 +172,60 @@ def load(name_or_file: str) -> Baseline:
         return _from_capture(name, capture, source)
     if kind == "imported":
         raw = data.get("durations_seconds")
-        if not isinstance(raw, list) or not raw or not all(isinstance(v, (int, float)) and v > 0 for v in raw):
+        if not isinstance(raw, list) or not raw or not all(_positive(v) for v in raw):
             raise ConfigError(f"{source}: field 'durations_seconds' must be a non-empty list of positive numbers")
         durations = tuple(float(v) for v in raw)
         return Baseline(name=name, kind="imported", seconds=statistics.fmean(durations),
                         durations=durations, by_category={}, source=source)
-    raise ConfigError(f"{source}: field 'kind' is {kind!r}, expected 'recorded' or 'imported'")
+    raise ConfigError(f"{source}: field 'kind' is {_short(kind)}, expected 'recorded' or 'imported'")
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number that is neither NaN, infinite, nor an integer past the float range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _positive(value: Any) -> bool:
+    """A usable duration: positive and below MAX_SECONDS (a mean of such never overflows)."""
+    return _finite(value) and 0 < value < MAX_SECONDS
+
+
+def _seconds_field(value: Any, source: str, field: str) -> float:
+    if not _positive(value):
+        raise ConfigError(f"{source}: field '{field}' must be a positive number of seconds")
+    return float(value)
 
 
 def _from_capture(name: str, capture: Mapping[str, Any], source: str) -> Baseline:
-    try:
-        runs = capture.get("runs") or []
-        durations = tuple(float(r["duration_seconds"]) for r in runs) or (
-            float(capture["workload"]["wall_seconds"]),)
-        by_category = {str(k): float(v) for k, v in capture.get("tax", {}).get("by_category", {}).items()}
-    except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: capture lacks a usable field ({err})") from err
+    runs = capture.get("runs") or []
+    if not isinstance(runs, list):
+        raise ConfigError(f"{source}: field 'runs' must be a list")
+    durations = []
+    for i, run in enumerate(runs):
+        if not isinstance(run, Mapping):
+            raise ConfigError(f"{source}: field 'runs[{i}]' must be an object")
+        durations.append(_seconds_field(run.get("duration_seconds"), source, f"runs[{i}].duration_seconds"))
+    if not durations:
+        workload = capture.get("workload")
+        if not isinstance(workload, Mapping):
+            raise ConfigError(f"{source}: field 'workload' must be an object")
+        durations.append(_seconds_field(workload.get("wall_seconds"), source, "workload.wall_seconds"))
+    tax = capture.get("tax") or {}
+    categories = tax.get("by_category") or {} if isinstance(tax, Mapping) else None
+    if not isinstance(categories, Mapping):
+        raise ConfigError(f"{source}: field 'tax.by_category' must be an object")
+    by_category = {}
+    for key, value in categories.items():
+        if not _finite(value):
+            raise ConfigError(f"{source}: field 'tax.by_category.{str(key)[:40]}' must be a number")
+        by_category[str(key)] = float(value)
     return Baseline(name=name, kind="recorded", seconds=statistics.fmean(durations),
-                    durations=durations, by_category=by_category, source=source)
+                    durations=tuple(durations), by_category=by_category, source=source)
 
 
 def list_baselines() -> list[dict[str, Any]]:

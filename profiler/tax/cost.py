@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from profiler.errors import ConfigError, InputError
+from profiler.files import load_yaml
 
 MIN_MEMORY_MB = 128
 MAX_MEMORY_MB = 10_240
@@ -55,26 +54,32 @@ def price_table(name_or_path: str | None) -> PriceTable:
     path = Path(name_or_path)
     if not path.exists():
         raise InputError(f"unknown price table {name_or_path!r}: use x86_64, arm64 or a file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: not a readable YAML/JSON price file") from err
+    data = load_yaml(path, "YAML/JSON price file", unreadable=ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of prices")
-    base = PRICE_TABLES[str(data.get("base", "x86_64"))] if data.get("base", "x86_64") in PRICE_TABLES else None
-    if base is None:
+    base_name = data.get("base", "x86_64")
+    if not isinstance(base_name, str) or base_name not in PRICE_TABLES:
         raise ConfigError(f"{path}: field 'base' must be x86_64 or arm64")
-    unknown = set(data) - {"base", "gb_second", "per_million_requests", "granularity_ms"}
+    base = PRICE_TABLES[base_name]
+    unknown = sorted(repr(k) for k in data
+                     if not isinstance(k, str) or k not in {"base", "gb_second", "per_million_requests",
+                                                            "granularity_ms"})
     if unknown:
-        raise ConfigError(f"{path}: unknown field {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{path}: unknown field {unknown[0][:60]}")
     fields: dict[str, float] = {}
     for key in ("gb_second", "per_million_requests", "granularity_ms"):
         value = data.get(key, getattr(base, key))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: field '{key}' must be a number")
-        if value <= 0 and not (key == "per_million_requests" and value == 0):
+        try:
+            number = float(value)
+        except OverflowError as err:  # an integer past the float range
+            raise ConfigError(f"{path}: field '{key}' must be a finite number") from err
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: field '{key}' must be a number")
+        if number <= 0 and not (key == "per_million_requests" and number == 0):
             raise ConfigError(f"{path}: field '{key}' must be positive")
-        fields[key] = float(value)
+        fields[key] = number
     return PriceTable(name=str(path), **fields)
 
 
