@@ -20,9 +20,7 @@ RULE_FILES = tuple(sorted(RULES_DIR.glob("*.yaml")))
 
 PENDING_METRICS: dict[str, str] = {
     # Planned by issue 11 (per-invocation figures) and the microVM issue.
-    "fntax_processes_started_total": "processes started per function: planned, not exported yet",
     "fntax_invocations_total": "invocations per function: planned, not exported yet",
-    "fntax_events_lost_total": "lost fork/exec/exit events: planned, not exported yet",
     "fntax_cpu_share_wait_seconds_total": "CPU-share (cgroup quota) wait: planned, not exported yet",
     "fntax_kvm_exits_total": "VM exits by reason: microVM issue, not exported yet",
     "fntax_kvm_exit_seconds_total": "VM exit time: microVM issue, not exported yet",
@@ -44,7 +42,7 @@ AGENT_METRICS = frozenset({
     "fntax_probe_attached", "fntax_probe_runs_total", "fntax_probe_run_seconds_total",
     "fntax_probe_mean_run_seconds", "fntax_map_entries", "fntax_map_capacity", "fntax_map_update_failures_total",
     "fntax_agent_cpu_seconds_total", "fntax_agent_resident_memory_bytes", "fntax_collect_errors_total",
-    "fntax_scrape_duration_seconds",
+    "fntax_scrape_duration_seconds", "fntax_processes_started_total", "fntax_events_lost_total",
 })
 
 # Series Prometheus itself makes for each target.
