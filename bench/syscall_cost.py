@@ -132,7 +132,7 @@ def main() -> None:
 
     def with_agent_probes() -> float:
         # The agent's configuration: every process tracked, fork/exec/exit events on.
-        with KernelProbes(ProbeOptions(trace_all=True, events=True, measure_probe_costs=False)) as probes:
+        with KernelProbes(ProbeOptions(trace_all=True, events=True, measure_probe_costs=False, timeline=False)) as probes:
             probes.open_events(lambda _event: None)
             return run_dd(args.count)
 

@@ -47,8 +47,13 @@ static __always_inline int fntax_decomp_enter(u32 lib)
     u64 now = bpf_ktime_get_ns();
     struct fntax_decomp_active fresh = {.enter_ns = now, .enter_oncpu_ns = fntax_thread_oncpu(tid, t, now),
                                         .lib = lib, .depth = 1};
-    if (decomp_active.update(&tid, &fresh) != 0)
+    if (decomp_active.update(&tid, &fresh) != 0) {
         fntax_count_error(FNTAX_ERR_DECOMP_ACTIVE);
+        return 0;
+    }
+    struct fntax_cpu *cpu = fntax_cpu_current(tid);
+    if (cpu)
+        cpu->in_decoder = 1;
     return 0;
 }
 
@@ -72,6 +77,9 @@ int fntax_decomp_return(struct pt_regs *ctx)
     if (spent_oncpu > spent)
         spent_oncpu = spent;
     decomp_active.delete(&tid);
+    struct fntax_cpu *cpu = fntax_cpu_current(tid);
+    if (cpu)
+        cpu->in_decoder = 0;
     struct fntax_decomp_val *total = decomp.lookup(&key);
     if (total) {
         __sync_fetch_and_add(&total->count, 1);

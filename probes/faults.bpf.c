@@ -17,8 +17,12 @@ static __always_inline struct fntax_cpu *fntax_fault_slot(void)
 TRACEPOINT_PROBE(exceptions, page_fault_user)
 {
     struct fntax_cpu *cpu = fntax_fault_slot();
-    if (cpu)
+    if (cpu) {
         cpu->delta.faults_user += 1;
+        /* Inside a decoder the fault's time is already decompression time. */
+        if (cpu->in_decoder)
+            cpu->delta.faults_in_decoder += 1;
+    }
     return 0;
 }
 

@@ -74,10 +74,12 @@ struct fntax_counters {
     u64 involuntary_switches;
     u64 oncpu_ns;
     u64 runqueue_ns;
+    u64 runqueue_idle_ns;    /* part of runqueue_ns while the CPU it was queued on sat idle */
     u64 faults_user;
     u64 faults_kernel;
     u64 faults_minor;
     u64 faults_major;
+    u64 faults_in_decoder;   /* user-mode faults taken inside a decoder call */
     u64 hardirq_ns;
     u64 softirq_ns;
 };
@@ -93,12 +95,18 @@ struct fntax_proc {
 
 /* tasks: per thread (tid); its presence means "tracked". */
 struct fntax_task {
-    u32 workload;
+    u32 workload;            /* 0 until armed (see arm_workload) */
     u32 sys_nr;              /* in-flight syscall while switched out */
     u64 sys_enter_ns;
     u64 offcpu_since_ns;     /* switched out inside a syscall since */
-    u64 wait_since_ns;       /* runnable (woken or preempted) since */
+    u64 wait_since_ns;       /* runnable (woken or preempted) since; 0: running or asleep */
     u64 oncpu_ns;            /* the thread's on-CPU time up to its last switch-out */
+    u32 arm_workload;        /* becomes workload at the task's next exec (fntax profile's start gate) */
+    u32 wait_cpu;            /* the CPU it waits on while runnable */
+    u64 wait_idle_mark_ns;   /* that CPU's idle clock when the wait (on it) began */
+    u64 wait_idle_ns;        /* idle time of earlier CPUs of this wait (migrations) */
+    u32 on_cpu;
+    u32 in_decoder;          /* inside a decoder call when switched out */
 };
 
 /* cpu_state: the task currently on this CPU and its unfolded counters. */
@@ -114,7 +122,44 @@ struct fntax_cpu {
     u32 dirty[FNTAX_DIRTY_SLOTS];
     u32 overflow;
     u32 track_gen;           /* tracking generation the workload was resolved at */
+    u32 in_decoder;          /* the current task is inside a decoder call */
+    u32 reserved;
     struct fntax_counters delta;
+};
+
+/* cpu_idle: each CPU's idle clock (indexed by CPU id, written by that CPU's
+ * sched_switch only), so a waiting task can tell whether the CPU it waits on
+ * was busy with another task (competition) or idle (it waited for something
+ * else: its cgroup's CPU quota, or the CPU waking up). */
+#ifndef FNTAX_MAX_CPUS
+#define FNTAX_MAX_CPUS 1024
+#endif
+struct fntax_idle {
+    u64 since_ns;            /* idle since, when idle */
+    u64 total_ns;            /* idle time up to since_ns */
+    u64 idle;
+};
+
+/* timelines: one per workload of `fntax profile` (not the agent): how many of
+ * its tasks are on a CPU, runnable or alive, and the wall time it spent with
+ * at least one task on a CPU (busy), none on a CPU but some runnable
+ * (waiting), or all alive tasks asleep (blocked on the world). Starts at the
+ * workload's exec and ends when its last task has left the CPU for good.
+ * Updates from several CPUs take a short compare-and-swap lock (tracing
+ * programs may not use bpf_spin_lock); a lock never won in FNTAX_LOCK_TRIES
+ * is counted in lock_misses. */
+struct fntax_timeline {
+    u64 lock;
+    u64 since_ns;
+    u64 start_ns;
+    u64 end_ns;
+    u32 running;
+    u32 runnable;
+    u32 live;
+    u32 lock_misses;
+    u64 busy_ns;
+    u64 waiting_ns;
+    u64 blocked_ns;
 };
 
 enum fntax_event_type {
@@ -180,6 +225,14 @@ BPF_ARRAY(errors, u64, FNTAX_ERR_SLOTS);
  * cached "not tracked" for a task re-resolve it (array lookups are inlined by
  * the JIT: this costs a few instructions on the hot path). */
 BPF_ARRAY(track_gen, u32, 1);
+BPF_ARRAY(cpu_idle, struct fntax_idle, FNTAX_MAX_CPUS);
+#ifndef FNTAX_TIMELINE
+#define FNTAX_TIMELINE 0
+#endif
+#define FNTAX_LOCK_TRIES 256
+#if FNTAX_TIMELINE
+BPF_HASH(timelines, u32, struct fntax_timeline, 1024);
+#endif
 #if FNTAX_EVENTS
 BPF_PERF_OUTPUT(events);
 #endif
@@ -235,6 +288,68 @@ static __always_inline u64 fntax_thread_oncpu(u32 tid, struct fntax_task *t, u64
     if (cpu && cpu->tid == tid && now > cpu->oncpu_since_ns)
         clock += now - cpu->oncpu_since_ns;
     return clock;
+}
+
+/* The idle clock of a CPU at `now`. */
+static __always_inline u64 fntax_idle_clock(u32 cpu_id, u64 now)
+{
+    struct fntax_idle *idle = cpu_idle.lookup(&cpu_id);
+    if (!idle)
+        return 0;
+    u64 clock = idle->total_ns;
+    if (idle->idle && now > idle->since_ns)
+        clock += now - idle->since_ns;
+    return clock;
+}
+
+/* A tracked task starts to wait on `cpu_id`. */
+static __always_inline void fntax_wait_begin(struct fntax_task *t, u32 cpu_id, u64 now)
+{
+    t->wait_since_ns = now;
+    t->wait_cpu = cpu_id;
+    t->wait_idle_mark_ns = fntax_idle_clock(cpu_id, now);
+    t->wait_idle_ns = 0;
+}
+
+/* Move the timeline of `workload` to `now` and apply count changes. */
+static __always_inline void fntax_timeline(u32 workload, u64 now, int d_running, int d_runnable, int d_live)
+{
+#if FNTAX_TIMELINE
+    struct fntax_timeline *tl = timelines.lookup(&workload);
+    if (!tl || !tl->start_ns || tl->end_ns)
+        return;
+    int won = 0;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < FNTAX_LOCK_TRIES; i++) {
+        if (__sync_val_compare_and_swap(&tl->lock, 0, 1) == 0) {
+            won = 1;
+            break;
+        }
+    }
+    if (!won) {
+        __sync_fetch_and_add(&tl->lock_misses, 1);
+        return;
+    }
+    if (now > tl->since_ns) {
+        u64 dt = now - tl->since_ns;
+        if (tl->running)
+            tl->busy_ns += dt;
+        else if (tl->runnable)
+            tl->waiting_ns += dt;
+        else
+            tl->blocked_ns += dt;
+        tl->since_ns = now;
+    }
+    if (d_running > 0 || tl->running > 0)
+        tl->running += d_running;
+    if (d_runnable > 0 || tl->runnable > 0)
+        tl->runnable += d_runnable;
+    if (d_live > 0 || tl->live > 0)
+        tl->live += d_live;
+    if (tl->live == 0 && tl->running == 0)
+        tl->end_ns = now;
+    __sync_lock_test_and_set(&tl->lock, 0);
+#endif
 }
 
 /* Counter by counter: fntax_counters is an array of u64 in all but name, so

@@ -1,32 +1,73 @@
 /* Scheduling: context switches (voluntary / involuntary), on-CPU time,
- * run-queue wait, and the process tree (fork, exec, exit).
+ * run-queue wait (and the part of it spent on an idle CPU), each CPU's idle
+ * clock, the workload's timeline, and the process tree (fork, exec, exit).
  *
  * fntax:map tasks      hash   u32   fntax_task
  * fntax:map procs      hash   u32   fntax_proc
  * fntax:map cpu_state  percpu_array u32 fntax_cpu
+ * fntax:map cpu_idle   array  u32   fntax_idle
+ * fntax:map? timelines hash   u32   fntax_timeline
  *
  * Run-queue wait runs from a wake-up (or a preemption) to the next time the
  * task is switched in. On-CPU time runs from switch-in to switch-out.
  */
 #include "fntax.h"
 
-static __always_inline void fntax_mark_runnable(u32 tid, u64 now)
+/* A tracked task that was asleep becomes runnable, queued on `cpu_id`. */
+static __always_inline void fntax_mark_runnable(u32 tid, u32 cpu_id, u64 now)
 {
     struct fntax_task *t = tasks.lookup(&tid);
-    if (t && t->wait_since_ns == 0)
-        t->wait_since_ns = now;
+    /* A task still on its CPU (woken before it got to sleep) is not waiting. */
+    if (!t || t->wait_since_ns || t->on_cpu)
+        return;
+    fntax_wait_begin(t, cpu_id, now);
+    if (t->workload)
+        fntax_timeline(t->workload, now, 0, 1, 0);
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup)
 {
-    fntax_mark_runnable((u32)args->pid, bpf_ktime_get_ns());
+    fntax_mark_runnable((u32)args->pid, (u32)args->target_cpu, bpf_ktime_get_ns());
     return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup_new)
 {
-    fntax_mark_runnable((u32)args->pid, bpf_ktime_get_ns());
+    fntax_mark_runnable((u32)args->pid, (u32)args->target_cpu, bpf_ktime_get_ns());
     return 0;
+}
+
+/* A waiting task moved to another CPU's queue: carry the idle time so far. */
+TRACEPOINT_PROBE(sched, sched_migrate_task)
+{
+    u32 tid = (u32)args->pid;
+    struct fntax_task *t = tasks.lookup(&tid);
+    if (!t || !t->wait_since_ns)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    u64 clock = fntax_idle_clock(t->wait_cpu, now);
+    if (clock > t->wait_idle_mark_ns)
+        t->wait_idle_ns += clock - t->wait_idle_mark_ns;
+    t->wait_cpu = (u32)args->dest_cpu;
+    t->wait_idle_mark_ns = fntax_idle_clock(t->wait_cpu, now);
+    return 0;
+}
+
+static __always_inline void fntax_idle_switch(u32 prev, u32 next, u64 now)
+{
+    u32 cpu_id = bpf_get_smp_processor_id();
+    struct fntax_idle *idle = cpu_idle.lookup(&cpu_id);
+    if (!idle)
+        return;
+    if (prev == 0 && idle->idle) {
+        if (now > idle->since_ns)
+            idle->total_ns += now - idle->since_ns;
+        idle->idle = 0;
+    }
+    if (next == 0) {
+        idle->since_ns = now;
+        idle->idle = 1;
+    }
 }
 
 TRACEPOINT_PROBE(sched, sched_switch)
@@ -35,6 +76,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     u32 prev = (u32)args->prev_pid;
     u32 next = (u32)args->next_pid;
     int zero = 0;
+    fntax_idle_switch(prev, next, now);
     struct fntax_cpu *cpu = cpu_state.lookup(&zero);
     if (!cpu)
         return 0;
@@ -53,9 +95,16 @@ TRACEPOINT_PROBE(sched, sched_switch)
             t->sys_nr = cpu->sys_nr;
             t->sys_enter_ns = cpu->sys_enter_ns;
             t->offcpu_since_ns = now;
-            if (preempted && t->wait_since_ns == 0)
-                t->wait_since_ns = now;
+            t->on_cpu = 0;
+            t->in_decoder = cpu->in_decoder;
+            if (preempted)
+                fntax_wait_begin(t, bpf_get_smp_processor_id(), now);
+            else
+                t->wait_since_ns = 0;
         }
+        /* The last switch-out of an exited task finds no tasks entry: it
+         * only leaves the CPU. */
+        fntax_timeline(cpu->workload, now, -1, (t && preempted) ? 1 : 0, 0);
         fntax_fold(cpu, (u32)(bpf_get_current_pid_tgid() >> 32));
     }
 #if FNTAX_TRACE_ALL
@@ -74,6 +123,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     cpu->oncpu_since_ns = now;
     cpu->ndirty = 0;
     cpu->overflow = 0;
+    cpu->in_decoder = 0;
     u32 *gen = track_gen.lookup(&zero);
     cpu->track_gen = gen ? *gen : 0;
     struct fntax_task *t = tasks.lookup(&next);
@@ -82,12 +132,21 @@ TRACEPOINT_PROBE(sched, sched_switch)
             cpu->workload = 1;
         return 0;
     }
+    t->on_cpu = 1;
     cpu->workload = t->workload;
-    if (t->wait_since_ns) {
-        cpu->delta.runqueue_ns += now - t->wait_since_ns;
-        t->wait_since_ns = 0;
+    cpu->in_decoder = t->in_decoder;
+    int was_waiting = t->wait_since_ns != 0;
+    if (was_waiting && t->workload) {
+        u64 waited = now - t->wait_since_ns;
+        u64 clock = fntax_idle_clock(t->wait_cpu, now);
+        u64 idle = t->wait_idle_ns + (clock > t->wait_idle_mark_ns ? clock - t->wait_idle_mark_ns : 0);
+        cpu->delta.runqueue_ns += waited;
+        cpu->delta.runqueue_idle_ns += idle < waited ? idle : waited;
     }
-    if (t->sys_nr != FNTAX_NO_SYSCALL) {
+    t->wait_since_ns = 0;
+    if (t->workload)
+        fntax_timeline(t->workload, now, 1, was_waiting ? -1 : 0, 0);
+    if (t->sys_nr != FNTAX_NO_SYSCALL && t->workload) {
         cpu->sys_nr = t->sys_nr;
         cpu->sys_enter_ns = t->sys_enter_ns;
         cpu->delta.syscall_offcpu_ns += now - t->offcpu_since_ns;
@@ -108,20 +167,38 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     struct fntax_task fresh = {.workload = workload, .sys_nr = FNTAX_NO_SYSCALL};
     if (tasks.update(&child, &fresh) != 0)
         fntax_count_error(FNTAX_ERR_TASKS);
+    else
+        fntax_timeline(workload, bpf_ktime_get_ns(), 0, 0, 1);
     return 0;
 }
+
+#if FNTAX_TIMELINE
+/* The workload's first exec: its timeline starts with this one task on a CPU. */
+static __always_inline void fntax_timeline_start(u32 workload, u64 now)
+{
+    struct fntax_timeline *tl = timelines.lookup(&workload);
+    if (!tl || tl->start_ns)
+        return;
+    tl->start_ns = now;
+    tl->since_ns = now;
+    tl->running = 1;
+    tl->runnable = 0;
+    tl->live = 1;
+}
+#endif
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     /* Refresh the process name: the fold creates procs entries with the comm
      * of the moment, which before exec is the parent's. */
+    u64 now = bpf_ktime_get_ns();
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u32 tgid = (u32)(bpf_get_current_pid_tgid() >> 32);
 #if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
     /* The exec succeeded: hand over what its envp said (see syscalls.bpf.c). */
     struct fntax_env_scratch *env = exec_env.lookup(&tid);
     if (env) {
-        struct fntax_event ev = {.type = FNTAX_EV_EXEC, .pid = tgid, .has_env = 1, .ts_ns = bpf_ktime_get_ns()};
+        struct fntax_event ev = {.type = FNTAX_EV_EXEC, .pid = tgid, .has_env = 1, .ts_ns = now};
         bpf_probe_read_kernel_str(ev.env_value, sizeof(ev.env_value), env->value);
         events.perf_submit(args, &ev, sizeof(ev));
         exec_env.delete(&tid);
@@ -131,6 +208,28 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 #else
     fntax_emit(args, FNTAX_EV_EXEC, tgid, 0);
 #endif
+    struct fntax_task *t = tasks.lookup(&tid);
+    if (t && t->arm_workload) {
+        /* fntax profile's start gate: the function begins here, so what the
+         * gate did before this exec is not the function's. */
+        t->workload = t->arm_workload;
+        t->arm_workload = 0;
+        t->on_cpu = 1;
+        int zero = 0;
+        struct fntax_cpu *slot = cpu_state.lookup(&zero);
+        if (slot) {
+            slot->tid = tid;
+            slot->workload = t->workload;
+            slot->sys_nr = FNTAX_NO_SYSCALL;
+            slot->oncpu_since_ns = now;
+            slot->ndirty = 0;
+            slot->overflow = 0;
+            __builtin_memset(&slot->delta, 0, sizeof(slot->delta));
+        }
+#if FNTAX_TIMELINE
+        fntax_timeline_start(t->workload, now);
+#endif
+    }
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload)
         return 0;
@@ -149,6 +248,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload)
         return 0;
+    fntax_timeline(cpu->workload, bpf_ktime_get_ns(), 0, 0, -1);
     fntax_fold(cpu, tgid);
     if (tid == tgid) {
         struct fntax_proc *p = procs.lookup(&tgid);

@@ -97,14 +97,21 @@ FIGURES: tuple[Figure, ...] = (
     Figure("oncpu_ns", Unit.NANOSECONDS, ("oncpu_seconds",), _ONCPU, None, None, "{}"),
     Figure("runqueue_ns", Unit.NANOSECONDS, ("runqueue_wait_seconds",), _RUNQUEUE, None, "runqueue_wait",
            "{}"),
+    # The part of the wait while the CPU the task was queued on sat idle: it
+    # waited for its cgroup's quota (or the CPU to wake), not for a CPU.
+    Figure("runqueue_idle_ns", Unit.NANOSECONDS, ("runqueue_wait_idle_cpu_seconds",), None, None, None,
+           "{} (while its CPU was idle)"),
     Figure("faults_user", Unit.COUNT, ("page_faults", "user"), _FAULT_EXCEPTIONS, "user", "page_faults",
            "{} user-mode,", ("exceptions:page_fault_user",)),
     Figure("faults_kernel", Unit.COUNT, ("page_faults", "kernel"), _FAULT_EXCEPTIONS, "kernel", None,
            "{} kernel-mode,", ("exceptions:page_fault_kernel",)),
     Figure("faults_minor", Unit.COUNT, ("page_faults", "minor"), _FAULTS, "minor", None, "{} minor,",
            ("fault_minor",)),
-    Figure("faults_major", Unit.COUNT, ("page_faults", "major"), _FAULTS, "major", None, "{} major",
+    Figure("faults_major", Unit.COUNT, ("page_faults", "major"), _FAULTS, "major", None, "{} major,",
            ("fault_major",)),
+    # User-mode faults taken inside a decoder call: their time is decompression.
+    Figure("faults_in_decoder", Unit.COUNT, ("decompression", "page_faults"), None, None, None,
+           "{} page faults inside decoders"),
     Figure("hardirq_ns", Unit.NANOSECONDS, ("irq_seconds", "hard"), _IRQ, "hard", "interrupts", "{} hard,"),
     Figure("softirq_ns", Unit.NANOSECONDS, ("irq_seconds", "soft"), _IRQ, "soft", "interrupts", "{} soft"),
 )
@@ -112,7 +119,8 @@ FIGURES: tuple[Figure, ...] = (
 # Handles for the code that does arithmetic on particular figures (the tax
 # model): bound by position, so the counter names stay in the table above.
 (SYSCALLS, SYSCALL_TIME, SYSCALL_BLOCKED, VOLUNTARY_SWITCHES, INVOLUNTARY_SWITCHES, ONCPU, RUNQUEUE_WAIT,
- FAULTS_USER, FAULTS_KERNEL, FAULTS_MINOR, FAULTS_MAJOR, HARDIRQ, SOFTIRQ) = FIGURES
+ RUNQUEUE_IDLE_CPU, FAULTS_USER, FAULTS_KERNEL, FAULTS_MINOR, FAULTS_MAJOR, FAULTS_IN_DECODER, HARDIRQ,
+ SOFTIRQ) = FIGURES
 
 BY_FIELD: dict[str, Figure] = {f.field: f for f in FIGURES}
 
@@ -120,7 +128,8 @@ BY_FIELD: dict[str, Figure] = {f.field: f for f in FIGURES}
 # row, shown in `table_order` (their texts joined by spaces).
 ROW_TITLES: dict[str, str] = {
     "oncpu_seconds": "on-CPU time", "syscalls": "syscalls", "context_switches": "context switches",
-    "runqueue_wait_seconds": "run-queue wait", "page_faults": "page faults", "irq_seconds": "interrupts",
+    "runqueue_wait_seconds": "run-queue wait", "runqueue_wait_idle_cpu_seconds": "  of which",
+    "page_faults": "page faults", "irq_seconds": "interrupts", "decompression": "decompression",
 }
 
 

@@ -101,6 +101,30 @@ class ProcessSample:
 
 
 @dataclass(frozen=True)
+class Timeline:
+    """A workload's wall time from the kernel's own timestamps (`fntax profile`).
+
+    From its exec to the moment its last task left the CPU, split exactly
+    into: busy (at least one task on a CPU), waiting (none on a CPU, some
+    runnable) and blocked (every live task asleep: waiting on the world)."""
+
+    start_ns: int
+    end_ns: int  # 0 while a task is still alive
+    busy_ns: int
+    waiting_ns: int
+    blocked_ns: int
+    lock_misses: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.end_ns > 0
+
+    @property
+    def wall_ns(self) -> int:
+        return self.busy_ns + self.waiting_ns + self.blocked_ns
+
+
+@dataclass(frozen=True)
 class KernelSnapshot:
     """One consistent read of every probe map."""
 
@@ -109,6 +133,7 @@ class KernelSnapshot:
     taken_at_ns: int
     # Mean run time of each probe program (kernel BPF statistics), if enabled.
     probe_mean_ns: Mapping[str, float] = field(default_factory=dict)
+    timelines: Mapping[int, Timeline] = field(default_factory=dict)  # by workload id
 
 
 @dataclass(frozen=True)
@@ -142,9 +167,12 @@ class Capture:
     per_process: tuple[ProcessSample, ...]
     map_update_failures: Mapping[str, int]
     probe_mean_ns: Mapping[str, float] = field(default_factory=dict)
-    # Time the run's cgroup spent throttled at its CPU quota (--cpu-share).
+    # Time the run's cgroup spent throttled at its CPU quota (--cpu-share), as
+    # its cpu.stat says (summed over the group's per-CPU run queues).
     throttled_ns: int = 0
     stop_signal: int | None = None  # SIGINT/SIGTERM that ended the capture early
+    timeline: Timeline | None = None
+    cpu_share: float | None = None  # the CPU quota it ran under, in CPUs
 
     @property
     def interrupted(self) -> bool:

@@ -96,7 +96,8 @@ class Agent:
         # Probe costs are measured at load, as for `fntax profile`: the tax
         # layer takes the observer out of the syscall tax the same way.
         options = ProbeOptions(trace_all=True, events=True, exec_env_name=self.rules.exec_env_name(),
-                               run_time_stats=False, measure_probe_costs=True, max_procs=self.settings.max_procs,
+                               run_time_stats=False, measure_probe_costs=True, timeline=False,
+                               max_procs=self.settings.max_procs,
                                max_tasks=self.settings.max_tasks)
         self._tax = TaxLedger(costs, self.prices.gb_second, self.settings.default_memory_mb)
         self._source = AgentSource(self.self_stats)

@@ -168,7 +168,8 @@ def check_struct(header: Header, struct: str, ctype: Any, where: str) -> None:
             check_struct(header, member.type_name, inner, where)
 
 
-_DECL = re.compile(r"fntax:map\s+(\w+)\s+(\w+)\s+(\w+)\s+(\w+)")
+# `fntax:map?` declares a map compiled only under some -D flag (absent otherwise).
+_DECL = re.compile(r"fntax:map(\??)\s+(\w+)\s+(\w+)\s+(\w+)\s+(\w+)")
 
 
 @dataclass(frozen=True)
@@ -180,13 +181,14 @@ class MapDecl:
     kind: str
     key_type: str
     value_type: str
+    optional: bool = False
 
 
 def parse_declarations(path: Path, header: Header | None = None) -> list[MapDecl]:
     """Read the `fntax:map` lines of one probe file, validating kinds and types."""
     decls = []
     for match in _DECL.finditer(path.read_text()):
-        name, kind, key, value = match.groups()
+        optional, name, kind, key, value = match.groups()
         if kind not in MAP_KINDS:
             raise ProbeLoadError(f"{path.name}: map {name}: unknown kind {kind!r}")
         for type_name in (key, value):
@@ -195,7 +197,7 @@ def parse_declarations(path: Path, header: Header | None = None) -> list[MapDecl
             header = header or load_header(path.parent)
             if type_name not in header.structs:
                 raise ProbeLoadError(f"{path.name}: map {name}: unknown type {type_name!r}")
-        decls.append(MapDecl(path.name, name, kind, key, value))
+        decls.append(MapDecl(path.name, name, kind, key, value, optional == "?"))
     return decls
 
 

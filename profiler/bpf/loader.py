@@ -56,6 +56,9 @@ class ProbeOptions:
     # them on throughout.
     run_time_stats: bool = False
     measure_probe_costs: bool = True
+    # Per-workload timelines (busy / waiting / blocked wall time): `fntax
+    # profile` only; the agent's every-process tracking would contend on them.
+    timeline: bool = True
     probes_dir: Path = PROBES_DIR
 
     def cflags(self) -> list[str]:
@@ -67,6 +70,7 @@ class ProbeOptions:
             f"-DFNTAX_MAX_DECOMP={self.max_decomp}",
             f"-DFNTAX_TRACE_ALL={1 if self.trace_all else 0}",
             f"-DFNTAX_EVENTS={1 if self.events else 0}",
+            f"-DFNTAX_TIMELINE={1 if self.timeline else 0}",
             *([f'-DFNTAX_ENV_NAME="{self.exec_env_name}"'] if self.events and self.exec_env_name else []),
             *arch.probe_cflags(),
             "-Wno-macro-redefined",
@@ -155,6 +159,8 @@ def compile_module(options: ProbeOptions) -> Any:
             try:
                 table = bpf.get_table(decl.name)
             except KeyError as err:
+                if decl.optional:
+                    continue
                 raise ProbeLoadError(f"{decl.file}: declared map {decl.name} is not in the loaded object") from err
             # Per-CPU tables expose one value per CPU as Leaf; sLeaf is one CPU's.
             check_loaded(header, decl, int(table.ttype), table.Key, getattr(table, "sLeaf", table.Leaf))

@@ -104,10 +104,12 @@ class KernelProbes:
         return self._reader
 
     # -- tracking ------------------------------------------------------------
-    def track(self, pid: int, workload: int = 1, tree: bool = False) -> None:
+    def track(self, pid: int, workload: int = 1, tree: bool = False, at_exec: bool = False) -> None:
         """Attribute pid's threads (and, with tree, its descendants') to a workload.
 
-        Children forked later follow automatically (sched_process_fork)."""
+        Children forked later follow automatically (sched_process_fork). With
+        at_exec, counting (and the workload's timeline) starts at pid's next
+        exec: what it does before is not the workload's."""
         tids = [pid]
         if tree:
             try:
@@ -115,10 +117,13 @@ class KernelProbes:
                 tids = [t.id for p in (root, *root.children(recursive=True)) for t in _threads(p)] or [pid]
             except psutil.Error:
                 tids = [pid]
+        if at_exec and self.options.timeline:
+            self.reader.start_timeline(workload)
         tasks = self._bpf["tasks"]
         for tid in tids:
             value = tasks.Leaf()
-            value.workload = workload
+            value.workload = 0 if at_exec else workload
+            value.arm_workload = workload if at_exec else 0
             value.sys_nr = _NO_SYSCALL
             tasks[tasks.Key(tid)] = value
         gen = self._bpf["track_gen"]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 from profiler.bpf.contracts import load_header, map_error_names
 from profiler.figures import FIGURES
-from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample
+from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, Timeline
 
 # The bounded per-process maps whose fill is published.
 FILL_MAPS: tuple[str, ...] = ("tasks", "procs", "proc_syscalls")
@@ -67,7 +67,23 @@ class MapReader:
                           syscalls_by_name=syscalls[pid], decompression_by_library=decomp[pid])
             for pid, (comm, workload, exited, counters) in sorted(found.items()))
         return KernelSnapshot(processes=processes, map_update_failures=self.map_update_failures(),
-                              taken_at_ns=time.monotonic_ns(), probe_mean_ns=dict(probe_mean_ns))
+                              taken_at_ns=time.monotonic_ns(), probe_mean_ns=dict(probe_mean_ns),
+                              timelines=self.timelines())
+
+    def timelines(self) -> dict[int, Timeline]:
+        """Each workload's timeline (profile only; empty when compiled without)."""
+        try:
+            table = self._bpf["timelines"]
+        except KeyError:
+            return {}
+        return {int(key.value): Timeline(int(tl.start_ns), int(tl.end_ns), int(tl.busy_ns), int(tl.waiting_ns),
+                                         int(tl.blocked_ns), int(tl.lock_misses))
+                for key, tl in table.items()}
+
+    def start_timeline(self, workload: int) -> None:
+        """An empty timeline for a workload: it starts at the workload's exec."""
+        table = self._bpf["timelines"]
+        table[table.Key(workload)] = table.Leaf()
 
     def _unfolded(self, known: dict[int, Any]) -> list[tuple[int, Counters]]:
         """What tasks still on a CPU have not folded yet (a live --pid capture)."""

@@ -29,6 +29,7 @@ from profiler.model import (
     KernelSnapshot,
     ProcessSample,
     WorkloadSummary,
+    Timeline,
     summarise,
 )
 
@@ -111,6 +112,7 @@ def run_captures(
     options: ProbeOptions | None = None,
     progress: Callable[[str], None] | None = None,
     cgroup: CgroupHook | None = None,
+    cpu_share: float | None = None,
 ) -> list[Capture]:
     """Capture `count` runs of the command as fresh processes, probes loaded once.
 
@@ -129,7 +131,7 @@ def run_captures(
             if count > 1:
                 say(f"run {run + 1}/{count}")
             captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
-                                             cgroup, quiet=count > 1))
+                                             cgroup, quiet=count > 1, cpu_share=cpu_share))
             if stop.signum is not None:
                 break
     return captures
@@ -138,13 +140,14 @@ def run_captures(
 def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
                      say: Callable[[str], None], workload: int = WORKLOAD_ID,
                      cgroup: CgroupHook | None = None,
-                     quiet: bool = False) -> Capture:
+                     quiet: bool = False, cpu_share: float | None = None) -> Capture:
     child = _GatedChild(target.command)
     try:
         if cgroup is not None:
             cgroup.join(child.pid)
         throttled_before = cgroup.throttled_ns() if cgroup is not None else 0
-        probes.track(child.pid, workload)
+        # Counting starts at the child's exec: the gate's own work is not the function's.
+        probes.track(child.pid, workload, at_exec=True)
     except BaseException:
         child.abandon()
         raise
@@ -153,11 +156,33 @@ def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
     started = time.monotonic_ns()
     child.release()
     exit_code = _wait(child.pid, stop)
-    wall_ns = time.monotonic_ns() - started
+    polled_wall_ns = time.monotonic_ns() - started
     throttled = cgroup.throttled_ns() - throttled_before if cgroup is not None else 0
-    snapshot = probes.snapshot()
+    snapshot = _settled_snapshot(probes, workload)
+    timeline = snapshot.timelines.get(workload)
+    # The wall time is the kernel's: exec to the last task's last switch-out.
+    # Polling only tells when to read it (or stands in if a task lives on).
+    wall_ns = timeline.end_ns - timeline.start_ns if timeline is not None and timeline.ended else polled_wall_ns
     return _assemble(target.command, child.pid, exit_code, wall_ns, snapshot,
-                     stop_signal=stop.signum, workload=workload, throttled_ns=throttled)
+                     stop_signal=stop.signum, workload=workload, throttled_ns=throttled,
+                     timeline=timeline if timeline is not None and timeline.start_ns else None,
+                     cpu_share=cpu_share)
+
+
+def _settled_snapshot(probes: KernelProbes, workload: int, patience_s: float = 0.2) -> KernelSnapshot:
+    """A snapshot once the workload's timeline has ended.
+
+    waitpid returns when the child has exited, a moment before its last
+    switch-out (which ends the timeline and folds its last on-CPU time)."""
+    deadline = time.monotonic() + patience_s
+    snapshot = probes.snapshot()
+    while time.monotonic() < deadline:
+        timeline = snapshot.timelines.get(workload)
+        if timeline is None or timeline.ended or not timeline.start_ns:
+            break
+        time.sleep(0.002)
+        snapshot = probes.snapshot()
+    return snapshot
 
 
 class _GatedChild:
@@ -221,11 +246,25 @@ def _wait(pid: int, stop: _StopRequest) -> int:
                 SIGNAL_EXIT_BASE + os.WTERMSIG(status)
         if stop.signum is not None:
             if forwarded_at is None:
-                os.kill(pid, signal.SIGTERM)
+                _signal_tree(pid, signal.SIGTERM)
                 forwarded_at = time.monotonic()
             elif time.monotonic() - forwarded_at > 2.0:
-                os.kill(pid, signal.SIGKILL)
+                _signal_tree(pid, signal.SIGKILL)
         time.sleep(0.01)
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal a command and every process it started: stopping a capture stops the whole function."""
+    try:
+        tree = [psutil.Process(pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in reversed(tree):  # children first, so none is orphaned before it hears
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
 
 
 def _capture_pid(probes: KernelProbes, target: Target, stop: _StopRequest,
@@ -260,11 +299,12 @@ def _ticks(seconds: float) -> Iterator[None]:
 
 def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,
               snapshot: KernelSnapshot, stop_signal: int | None,
-              workload: int = WORKLOAD_ID, throttled_ns: int = 0) -> Capture:
+              workload: int = WORKLOAD_ID, throttled_ns: int = 0, timeline: Timeline | None = None,
+              cpu_share: float | None = None) -> Capture:
     mine = tuple(p for p in snapshot.processes if p.workload == workload)
     return Capture(command=tuple(command), pid=pid, exit_code=exit_code, host=host_info(),
                    workload=summarise(mine, wall_ns), per_process=mine,
                    map_update_failures=dict(snapshot.map_update_failures),
                    probe_mean_ns=dict(snapshot.probe_mean_ns),
                    throttled_ns=throttled_ns,
-                   stop_signal=stop_signal)
+                   stop_signal=stop_signal, timeline=timeline, cpu_share=cpu_share)

@@ -97,7 +97,7 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
     with _cgroup(share, settings.memory_mb) as group:
         if share is not None:
             progress(f"cgroup: {share:.3f} CPU, {settings.memory_mb} MB")
-        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group)
+        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group, share)
     analysis = analyse(captures, min(settings.warmup, max(0, len(captures) - 1)), host_costs(calibration),
                        prices, settings.memory_mb, base)
     result = to_result(analysis, share)

@@ -19,7 +19,7 @@ from profiler.figures import CATEGORIES, DECOMPRESSION_BY_LIBRARY, FIGURES, SYSC
 from profiler.files import read_json
 from profiler.model import NS_PER_SECOND, CallStats, Capture, Counters, HostInfo, ProcessSample, WorkloadSummary
 from profiler.tax.cost import Cost
-from profiler.tax.result import BaselineSummary, ProfileResult, RunRow, TaxSummary
+from profiler.tax.result import BaselineSummary, ProfileResult, RunRow, TaxSummary, WallSummary
 
 CAPTURE_VERSION = 1
 
@@ -94,11 +94,25 @@ def to_json(result: ProfileResult) -> dict[str, Any]:
     data["tax"] = {"seconds": tax.seconds, "ratio": tax.ratio, "own_work_seconds": tax.own_work_seconds,
                    "observer_seconds": tax.observer_seconds, "cpu_share_wait_seconds": tax.cpu_share_wait_seconds,
                    "by_category": {name: tax.by_category.get(name, 0.0) for name in CATEGORIES},
-                   "estimated": list(tax.estimated)}
+                   "estimated": list(tax.estimated),
+                   "cpu_seconds": tax.cpu_seconds, "cpu_ratio": tax.cpu_ratio,
+                   "wall_by_category": {name: tax.wall_by_category.get(name, 0.0) for name in CATEGORIES},
+                   "estimate_scale": tax.estimate_scale, "unsteady_calibration": list(tax.unsteady),
+                   "cgroup_throttled_seconds": tax.cgroup_throttled_seconds}
+    if tax.wall is not None:
+        w = tax.wall
+        data["tax"]["wall"] = {"wall_seconds": w.wall_seconds, "busy_seconds": w.busy_seconds,
+                               "waiting_cpu_seconds": w.waiting_cpu_seconds,
+                               "waiting_share_seconds": w.waiting_share_seconds,
+                               "blocked_seconds": w.blocked_seconds, "own_work_seconds": w.own_work_seconds,
+                               "observer_seconds": w.observer_seconds, "measured": w.measured,
+                               "lock_misses": w.lock_misses}
     if result.baseline is not None:
         b = result.baseline
         data["baseline"] = {"name": b.name, "kind": b.kind, "seconds": b.seconds, "speedup": b.speedup,
-                            "difference_by_category": dict(b.difference_by_category)}
+                            "difference_by_category": dict(b.difference_by_category),
+                            "whole_cpu_seconds": b.whole_cpu_seconds, "cpu_share": b.cpu_share,
+                            "parallelism": b.parallelism, "blocked_seconds": b.blocked_seconds}
     if result.cost is not None:
         c = result.cost
         data["cost"] = {"memory_mb": c.memory_mb, "billed_seconds": c.billed_seconds,
@@ -111,13 +125,29 @@ def to_json(result: ProfileResult) -> dict[str, Any]:
                      "duration_seconds": r.duration_seconds, "oncpu_seconds": r.oncpu_seconds,
                      "tax_seconds": r.tax_seconds, "observer_seconds": r.observer_seconds,
                      "cpu_share_wait_seconds": r.cpu_share_wait_seconds, "by_category": dict(r.by_category),
-                     "baremetal_seconds": r.baremetal_seconds} for r in result.runs]
+                     "baremetal_seconds": r.baremetal_seconds, "cpu_tax_seconds": r.cpu_tax_seconds,
+                     "wall_by_category": dict(r.wall_by_category), "blocked_seconds": r.blocked_seconds}
+                    for r in result.runs]
     data["percentiles"] = {name: dict(row) for name, row in result.percentiles.items()}
     data["cpu_share"] = result.cpu_share
     return data
 
 
 # -- reading -------------------------------------------------------------------
+_MISSING: Any = object()
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float, else None (booleans, NaN, infinities, huge integers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 class _Reader:
     """Typed access to a decoded JSON document; every error names file and field."""
 
@@ -128,23 +158,26 @@ class _Reader:
         return ConfigError(f"{self.source}: field '{path}' must be {expected}")
 
     def get(self, data: Mapping[str, Any], path: Sequence[str], where: str) -> Any:
+        """The value at path; _MISSING when a step is absent (null is a value)."""
         value: Any = data
         for i, key in enumerate(path):
-            if value is None:
-                return None
+            if value is _MISSING:
+                return _MISSING
             if not isinstance(value, Mapping):
                 raise self.fail(".".join([where, *path[:i]]).strip("."), "an object")
-            value = value.get(key)
+            value = value.get(key, _MISSING)
         return value
 
     def number(self, data: Mapping[str, Any], path: Sequence[str], where: str = "",
                default: float | None = 0.0) -> float | None:
+        """A number; missing reads as `default`; null only where `default` is None (a nullable field)."""
         value = self.get(data, path, where)
-        if value is None:
+        if value is _MISSING or (value is None and default is None):
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        number = _finite(value)
+        if number is None:
             raise self.fail(".".join([where, *path]).strip("."), "a number")
-        return float(value)
+        return number
 
     def real(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> float:
         value = self.number(data, path, where)
@@ -154,10 +187,10 @@ class _Reader:
     def integer(self, data: Mapping[str, Any], path: Sequence[str], where: str = "",
                 default: int | None = 0) -> int | None:
         value = self.get(data, path, where)
-        if value is None:
+        if value is _MISSING or (value is None and default is None):
             return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(".".join([where, *path]).strip("."), "an integer")
+        if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**64:
+            raise self.fail(".".join([where, *path]).strip("."), "an integer (64-bit)")
         return value
 
     def count(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> int:
@@ -169,7 +202,7 @@ class _Reader:
 
     def text(self, data: Mapping[str, Any], path: Sequence[str], where: str = "", default: str = "") -> str:
         value = self.get(data, path, where)
-        if value is None:
+        if value is _MISSING:
             return default
         if not isinstance(value, str):
             raise self.fail(".".join([where, *path]).strip("."), "a string")
@@ -177,7 +210,7 @@ class _Reader:
 
     def mapping(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> Mapping[str, Any]:
         value = self.get(data, path, where)
-        if value is None:
+        if value is _MISSING:
             return {}
         if not isinstance(value, Mapping):
             raise self.fail(".".join([where, *path]).strip("."), "an object")
@@ -185,7 +218,7 @@ class _Reader:
 
     def listing(self, data: Mapping[str, Any], key: str, where: str = "") -> list[Any]:
         value = self.get(data, (key,), where)
-        if value is None:
+        if value is _MISSING:
             return []
         if not isinstance(value, list):
             raise self.fail(f"{where}.{key}".strip("."), "a list")
@@ -215,9 +248,10 @@ class _Reader:
         place = ".".join([where, *path]).strip(".")
         out = {}
         for key, value in self.mapping(data, path, where).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            number = _finite(value)
+            if number is None:
                 raise self.fail(f"{place}.{key}", "a number")
-            out[str(key)] = float(value)
+            out[str(key)] = number
         return out
 
 
@@ -260,19 +294,36 @@ def from_json(data: Mapping[str, Any], source: str) -> ProfileResult:
         return result
     t = r.mapping(data, ("tax",))
     estimated = r.listing(t, "estimated", "tax")
+    wall = None
+    if t.get("wall") is not None:
+        w = r.mapping(t, ("wall",), "tax")
+        wall = WallSummary(**{name: r.real(w, (name,), "tax.wall") for name in (
+            "wall_seconds", "busy_seconds", "waiting_cpu_seconds", "waiting_share_seconds", "blocked_seconds",
+            "own_work_seconds", "observer_seconds")}, measured=bool(w.get("measured", True)),
+            lock_misses=r.count(w, ("lock_misses",), "tax.wall"))
     tax = TaxSummary(seconds=r.real(t, ("seconds",), "tax"), ratio=r.real(t, ("ratio",), "tax"),
                      own_work_seconds=r.real(t, ("own_work_seconds",), "tax"),
                      observer_seconds=r.real(t, ("observer_seconds",), "tax"),
                      cpu_share_wait_seconds=r.real(t, ("cpu_share_wait_seconds",), "tax"),
                      by_category=r.floats(t, ("by_category",), "tax"),
-                     estimated=tuple(str(e) for e in estimated))
+                     estimated=tuple(str(e) for e in estimated),
+                     cpu_seconds=r.number(t, ("cpu_seconds",), "tax", default=None),
+                     cpu_ratio=r.number(t, ("cpu_ratio",), "tax", default=None),
+                     wall_by_category=r.floats(t, ("wall_by_category",), "tax"), wall=wall,
+                     estimate_scale=r.number(t, ("estimate_scale",), "tax", default=1.0) or 1.0,
+                     unsteady=tuple(str(u) for u in r.listing(t, "unsteady_calibration", "tax")),
+                     cgroup_throttled_seconds=r.number(t, ("cgroup_throttled_seconds",), "tax", default=None))
     baseline = None
     if isinstance(data.get("baseline"), Mapping):
         b = data["baseline"]
         baseline = BaselineSummary(name=r.text(b, ("name",), "baseline"), kind=r.text(b, ("kind",), "baseline"),
                                    seconds=r.real(b, ("seconds",), "baseline"),
                                    speedup=r.number(b, ("speedup",), "baseline", default=None),
-                                   difference_by_category=r.floats(b, ("difference_by_category",), "baseline"))
+                                   difference_by_category=r.floats(b, ("difference_by_category",), "baseline"),
+                                   whole_cpu_seconds=r.number(b, ("whole_cpu_seconds",), "baseline", default=None),
+                                   cpu_share=r.number(b, ("cpu_share",), "baseline", default=None),
+                                   parallelism=r.number(b, ("parallelism",), "baseline", default=None),
+                                   blocked_seconds=r.number(b, ("blocked_seconds",), "baseline", default=None))
     elif data.get("baseline") is not None:
         raise r.fail("baseline", "an object")
     cost = None
@@ -302,7 +353,10 @@ def from_json(data: Mapping[str, Any], source: str) -> ProfileResult:
                            observer_seconds=r.real(run, ("observer_seconds",), where),
                            cpu_share_wait_seconds=r.real(run, ("cpu_share_wait_seconds",), where),
                            by_category=r.floats(run, ("by_category",), where),
-                           baremetal_seconds=r.real(run, ("baremetal_seconds",), where)))
+                           baremetal_seconds=r.real(run, ("baremetal_seconds",), where),
+                           cpu_tax_seconds=r.real(run, ("cpu_tax_seconds",), where),
+                           wall_by_category=r.floats(run, ("wall_by_category",), where),
+                           blocked_seconds=r.real(run, ("blocked_seconds",), where)))
     percentile_rows = {str(name): r.floats(data, ("percentiles", name), "")
                        for name in r.mapping(data, ("percentiles",))}
     return replace(result, tax=tax, baseline=baseline, cost=cost, prices=prices, runs=tuple(runs),

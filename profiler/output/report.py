@@ -81,23 +81,57 @@ def _analysis_lines(result: ProfileResult) -> list[str]:
     tax = result.tax
     if tax is None:
         return []
+    cpu_share = f"; {tax.cpu_ratio * 100:.1f}% of the CPU time used" if tax.cpu_ratio is not None else ""
     lines = ["", f"instruction tax per invocation: {fmt_seconds(tax.seconds)}"
-                 f" ({tax.ratio * 100:.1f}% of the billed duration)"]
-    lines.append(f"  {'own work':<18} {fmt_seconds(tax.own_work_seconds):>12}")
+                 f" ({tax.ratio * 100:.1f}% of the billed wall time{cpu_share})"]
+    wall = tax.wall
+    if wall is not None:
+        how = "" if wall.measured else " (no timeline: scaled from the CPU view)"
+        lines.append(f"wall time {fmt_seconds(wall.wall_seconds)}{how}: busy {fmt_seconds(wall.busy_seconds)},"
+                     f" waiting for a CPU {fmt_seconds(wall.waiting_cpu_seconds)},"
+                     f" held by the CPU quota {fmt_seconds(wall.waiting_share_seconds)},"
+                     f" blocked on the world {fmt_seconds(wall.blocked_seconds)}")
+    lines.append(f"  {'':<18} {'CPU time':>12} {'wall time':>12}   (CPU time: summed over processes;"
+                 " wall time: billed)")
+
+    def cells(label: str, cpu: float | None, wall_part: float | None, note: str = "") -> str:
+        shown = "".join(f" {fmt_seconds(v) if v is not None else '-':>12}" for v in (cpu, wall_part))
+        return f"  {label:<18}{shown}{note}"
+
+    lines.append(cells("own work", tax.own_work_seconds, wall.own_work_seconds if wall else None))
     for name in CATEGORIES:
-        mark = " (estimated)" if name in tax.estimated else ""
-        lines.append(f"  {name:<18} {fmt_seconds(tax.by_category.get(name, 0.0)):>12}{mark}")
-    lines.append(f"  {'observer (fntax)':<18} {fmt_seconds(tax.observer_seconds):>12}  (not counted as tax)")
-    if tax.cpu_share_wait_seconds:
-        lines.append(f"  {'CPU-share wait':<18} {fmt_seconds(tax.cpu_share_wait_seconds):>12}"
-                     "  (throttled at the cgroup quota: the share bought, not tax)")
+        marks = []
+        if name in tax.estimated:
+            marks.append("estimated")
+        if name in tax.unsteady:
+            marks.append("calibration spread wide")
+        lines.append(cells(name, tax.by_category.get(name, 0.0), tax.wall_by_category.get(name),
+                         f"  ({', '.join(marks)})" if marks else ""))
+    lines.append(cells("observer (fntax)", tax.observer_seconds, wall.observer_seconds if wall else None,
+                     "  (not counted as tax)"))
+    if tax.cpu_share_wait_seconds or (wall and wall.waiting_share_seconds):
+        lines.append(cells("CPU-share wait", tax.cpu_share_wait_seconds, wall.waiting_share_seconds if wall else None,
+                         "  (held at the cgroup quota: the share bought, not tax)"))
+    if wall is not None:
+        lines.append(cells("blocked on world", None, wall.blocked_seconds, "  (every process asleep)"))
+    if tax.estimate_scale < 1:
+        lines.append(f"NOTE: the estimated categories exceeded the measured CPU time and were scaled by "
+                     f"{tax.estimate_scale:.2f} to fit it")
+    if tax.cgroup_throttled_seconds is not None:
+        lines.append(f"(cgroup cpu.stat: {fmt_seconds(tax.cgroup_throttled_seconds)} throttled, summed over the"
+                     " group's per-CPU run queues)")
     base = result.baseline
     if base is not None:
         speedup = base.speedup
         lines.append("")
-        lines.append(f"baseline {base.name} ({base.kind}): {fmt_seconds(base.seconds)} per invocation"
+        at_share = f" at the CPU share bought ({base.cpu_share:g} CPU)" if base.cpu_share else ""
+        lines.append(f"baseline {base.name} ({base.kind}): {fmt_seconds(base.seconds)} per invocation{at_share}"
                      + (f", {speedup:.2f}x faster than here" if speedup and speedup >= 1 else
                         f", {1 / speedup:.2f}x slower than here" if speedup else ""))
+        if base.whole_cpu_seconds is not None and base.cpu_share:
+            lines.append(f"  at a whole CPU (quota lifted): {fmt_seconds(base.whole_cpu_seconds)}")
+        if base.parallelism is not None and base.parallelism > 1.05:
+            lines.append(f"  (the same work on {base.parallelism:.2f} cores at once, as it ran here)")
     cost = result.cost
     if cost is not None:
         lines.append("")

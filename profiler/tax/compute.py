@@ -1,24 +1,36 @@
 """The instruction tax: a workload's time split into its own work and the OS.
 
-Model (documented in the README, "The tax model"):
+Model (documented in the README, "The tax model"). Two views of one run:
 
-* on-CPU time + run-queue wait is the time the function occupied or wanted a
-  CPU. It splits exactly into the function's own work, the observer (fntax's
-  own probes) and the tax categories below; own work is what is left.
+**CPU view** (summed over every task of the workload). On-CPU time + run-queue
+wait splits exactly into the function's own work, the observer (fntax's own
+probes), the tax categories and the CPU-share wait:
+
 * ``syscalls``: CPU time inside syscalls (enter to exit, less the time
   switched out in them), less the direct cost of the voluntary switches made
   inside them (counted under ``context_switches``) and less probe time that
   ran inside them. Measured.
-* ``page_faults``: user-mode faults x the calibrated minor-fault service time.
-  Estimated: without kprobes the kernel offers no fault-exit hook to time.
-  Kernel-mode faults happen inside syscalls and are already in ``syscalls``.
+* ``page_faults``: user-mode faults outside decoder calls x the calibrated
+  minor-fault service time. Estimated: without kprobes there is no fault-exit
+  hook to time. Kernel-mode faults happen inside syscalls and are already in
+  ``syscalls``; faults inside a decoder are already in ``decompression``.
 * ``context_switches``: switches x the calibrated direct switch cost. Estimated.
-* ``runqueue_wait``: wake-up or preemption to running again. Measured. Time
-  spent throttled at a cgroup CPU quota (--cpu-share) is not OS overhead but
-  the CPU share the function bought: it is split off as ``cpu_share_wait``.
+* ``runqueue_wait``: wake-up or preemption to running again, while the CPU the
+  task waited on ran something else (competition for a CPU). Measured. Under
+  a CPU quota, the wait while that CPU sat idle is the quota holding the task
+  back: the share the function bought, not OS overhead, split off as
+  ``cpu_share_wait``. Without a quota that idle-CPU wait is the CPU waking up,
+  and stays run-queue tax.
 * ``interrupts``: hardirq + softirq time charged to the task. Measured.
 * ``decompression``: on-CPU time inside decompressor entry points. Measured.
 * ``virtualization``: VM exits (0 until fntax follows microVMs).
+
+**Wall view** (what is billed). The workload's timeline splits its wall time
+exactly into busy (a task on a CPU), waiting (none on a CPU, some runnable)
+and blocked (every task asleep, waiting on the world). Busy time takes the
+CPU view's shares of on-CPU time; waiting splits into competition (run-queue
+tax) and the quota in the measured proportion of the tasks' waits. So the
+wall-time tax is at most the wall time, however many tasks ran at once.
 
 The observer's time is the kernel's BPF run-time statistics (mean run time of
 each probe) times the events the workload itself caused; it is reported as
@@ -27,16 +39,18 @@ each probe) times the events the workload itself caused; it is reported as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from profiler.figures import (
     CATEGORIES,
+    FAULTS_IN_DECODER,
     FAULTS_KERNEL,
     FAULTS_MINOR,
     FAULTS_USER,
     FIGURES,
     ONCPU,
+    RUNQUEUE_IDLE_CPU,
     RUNQUEUE_WAIT,
     SYSCALL_BLOCKED,
     SYSCALL_TIME,
@@ -45,13 +59,16 @@ from profiler.figures import (
     Figure,
     Unit,
 )
-from profiler.model import NS_PER_SECOND, Counters, WorkloadSummary
+from profiler.model import NS_PER_SECOND, Counters, Timeline, WorkloadSummary
 
-__all__ = ["CATEGORIES", "HostCosts", "Tax", "BaremetalBaseline", "compute_tax", "baremetal", "observer_seconds"]
+__all__ = ["CATEGORIES", "HostCosts", "Tax", "WallTax", "BaremetalBaseline", "compute_tax", "wall_tax",
+           "baremetal", "observer_seconds"]
 
 # Categories that are on-CPU time (run-queue wait is not).
-_ONCPU_CATEGORIES = ("syscalls", "page_faults", "context_switches", "interrupts",
-                     "decompression", "virtualization")
+ONCPU_CATEGORIES = ("syscalls", "page_faults", "context_switches", "interrupts", "decompression",
+                    "virtualization")
+# Which calibration figure each estimated category rests on.
+ESTIMATE_SOURCES = {"page_faults": "page_fault_minor", "context_switches": "context_switch"}
 
 
 @dataclass(frozen=True)
@@ -62,10 +79,14 @@ class HostCosts:
     context_switch: float
     syscall: float
     function_call: float
+    # Calibration figures whose spread stayed too wide to trust.
+    unsteady: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Tax:
+    """The CPU view: seconds summed over every task of the workload."""
+
     own_work_seconds: float
     observer_seconds: float
     by_category: Mapping[str, float]
@@ -73,6 +94,39 @@ class Tax:
     oncpu_seconds: float
     runqueue_seconds: float
     cpu_share_wait_seconds: float = 0.0
+    # < 1 when the estimates exceeded the measured CPU time and were scaled
+    # down to fit (said in the capture and the table, never silently).
+    estimate_scale: float = 1.0
+    # Estimated categories resting on a calibration figure with a wide spread.
+    unsteady: tuple[str, ...] = ()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.by_category.values())
+
+    @property
+    def oncpu_tax_seconds(self) -> float:
+        return sum(self.by_category[name] for name in ONCPU_CATEGORIES)
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The tax's share of the CPU time the function used."""
+        return self.oncpu_tax_seconds / self.oncpu_seconds if self.oncpu_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class WallTax:
+    """The wall view: the billed wall time split into parts that add up to it."""
+
+    wall_seconds: float
+    busy_seconds: float
+    waiting_cpu_seconds: float  # none on a CPU, some waiting for one
+    waiting_share_seconds: float  # none on a CPU, held back by the quota
+    blocked_seconds: float  # every task asleep: waiting on the world
+    own_work_seconds: float
+    observer_seconds: float
+    by_category: Mapping[str, float] = field(default_factory=dict)
+    measured: bool = True  # False: no timeline (a --pid capture), parts scaled from the CPU view
 
     @property
     def seconds(self) -> float:
@@ -81,11 +135,14 @@ class Tax:
 
 @dataclass(frozen=True)
 class BaremetalBaseline:
-    """The same work with no OS in the way (single address space, ring 0, one task)."""
+    """The same work with no OS in the way (single address space, ring 0, no scheduler)."""
 
-    seconds: float
+    seconds: float  # at the CPU share the function bought (a whole CPU without a quota)
+    whole_cpu_seconds: float  # with the quota lifted
+    work_seconds: float  # CPU-seconds of work that stays (own work, syscall work, calls)
     syscall_work_seconds: float
-    blocked_seconds: float
+    blocked_seconds: float  # waiting on the world, which stays
+    parallelism: float  # tasks that ran at once, on average, while busy
 
 
 def observer_seconds(counters: Counters, probe_mean_ns: Mapping[str, float]) -> tuple[float, float]:
@@ -120,49 +177,100 @@ def _category_count(counters: Counters, category: str) -> int:
 
 def compute_tax(workload: WorkloadSummary, costs: HostCosts,
                 probe_mean_ns: Mapping[str, float] | None = None,
-                virtualization_seconds: float = 0.0, throttled_seconds: float = 0.0) -> Tax:
+                virtualization_seconds: float = 0.0, quota: bool = False,
+                throttled_seconds: float = 0.0) -> Tax:
+    """The CPU view of a workload's tax.
+
+    `quota`: it ran under a CPU quota; `throttled_seconds`: its cgroup's
+    throttled time (cpu.stat, summed over the group's per-CPU run queues).
+    Each is a lower bound of the time its tasks waited on the quota: the
+    idle-CPU wait misses throttled time while the CPU ran other work, the
+    cgroup's figure counts a run queue once however many of the workload's
+    tasks waited in it. The CPU-share wait is the larger, never more than
+    the measured wait; what remains is competition for a CPU."""
     c = workload.counters
     runqueue = float(c.value(RUNQUEUE_WAIT))
-    share_wait = min(runqueue, max(0.0, throttled_seconds))
+    share_wait = min(runqueue, max(float(c.value(RUNQUEUE_IDLE_CPU)), throttled_seconds)) if quota else 0.0
     observer, observer_in_syscalls = observer_seconds(c, probe_mean_ns or {})
     oncpu = float(c.value(ONCPU))
     switches = _category_count(c, "context_switches")
     syscall_cpu = max(0, c[SYSCALL_TIME] - c[SYSCALL_BLOCKED]) / NS_PER_SECOND
+    faults_outside_decoders = max(0, _category_count(c, "page_faults") - c[FAULTS_IN_DECODER])
     by_category = {
         "syscalls": max(0.0, syscall_cpu - c[VOLUNTARY_SWITCHES] * costs.context_switch - observer_in_syscalls),
-        "page_faults": _category_count(c, "page_faults") * costs.page_fault_minor,
+        "page_faults": faults_outside_decoders * costs.page_fault_minor,
         "context_switches": switches * costs.context_switch,
         "runqueue_wait": runqueue - share_wait,
         "interrupts": _category_seconds(c, "interrupts"),
         "decompression": sum(s.cpu_ns for s in workload.decompression_by_library.values()) / NS_PER_SECOND,
         "virtualization": virtualization_seconds,
     }
-    oncpu_tax = sum(by_category[name] for name in _ONCPU_CATEGORIES)
-    own_work = oncpu - observer - oncpu_tax
+    own_work = oncpu - observer - sum(by_category[name] for name in ONCPU_CATEGORIES)
+    scale = 1.0
     if own_work < 0:
-        # Estimates overshot the measured CPU time (tiny workloads): scale the
-        # estimated categories down so the parts still add up to the whole.
+        # The estimates exceed the measured CPU time (tiny workloads, or a
+        # calibration that does not fit this run): scale them down so the
+        # parts still add up, and say so (Tax.estimate_scale).
         estimated_total = by_category["page_faults"] + by_category["context_switches"]
         excess = min(-own_work, estimated_total)
         if estimated_total > 0:
-            for name in ("page_faults", "context_switches"):
-                by_category[name] = max(0.0, by_category[name] * (1 - excess / estimated_total))
+            scale = 1 - excess / estimated_total
+            for name in ESTIMATE_SOURCES:
+                by_category[name] = max(0.0, by_category[name] * scale)
         own_work = max(0.0, own_work + excess)
+    unsteady = tuple(name for name, source in ESTIMATE_SOURCES.items() if source in costs.unsteady)
     return Tax(own_work_seconds=own_work, observer_seconds=observer, by_category=by_category,
-               estimated=("page_faults", "context_switches"), oncpu_seconds=oncpu,
-               runqueue_seconds=runqueue, cpu_share_wait_seconds=share_wait)
+               estimated=tuple(ESTIMATE_SOURCES), oncpu_seconds=oncpu, runqueue_seconds=runqueue,
+               cpu_share_wait_seconds=share_wait, estimate_scale=scale, unsteady=unsteady)
 
 
-def baremetal(workload: WorkloadSummary, tax: Tax, costs: HostCosts) -> BaremetalBaseline:
-    """Duration of the same work on a single-address-space, ring-0, one-task system.
+def wall_tax(tax: Tax, timeline: Timeline | None, wall_seconds: float) -> WallTax:
+    """The wall view: the timeline's parts, busy time shared out as the CPU view shares on-CPU time."""
+    if timeline is not None and timeline.wall_ns > 0:
+        wall = timeline.wall_ns / NS_PER_SECOND
+        busy = timeline.busy_ns / NS_PER_SECOND
+        waiting = timeline.waiting_ns / NS_PER_SECOND
+        blocked = timeline.blocked_ns / NS_PER_SECOND
+        measured = True
+    else:
+        # No timeline (a --pid capture): the CPU view squeezed into the wall time.
+        wall = wall_seconds
+        scale = min(1.0, wall / (tax.oncpu_seconds + tax.runqueue_seconds)) \
+            if tax.oncpu_seconds + tax.runqueue_seconds > 0 else 0.0
+        busy, waiting = tax.oncpu_seconds * scale, tax.runqueue_seconds * scale
+        blocked = max(0.0, wall - busy - waiting)
+        measured = False
+    share_fraction = tax.cpu_share_wait_seconds / tax.runqueue_seconds if tax.runqueue_seconds > 0 else 0.0
+    waiting_share = waiting * share_fraction
+    per_oncpu = busy / tax.oncpu_seconds if tax.oncpu_seconds > 0 else 0.0
+    by_category = {name: tax.by_category[name] * per_oncpu for name in ONCPU_CATEGORIES}
+    by_category["runqueue_wait"] = waiting - waiting_share
+    own = tax.own_work_seconds * per_oncpu if tax.oncpu_seconds > 0 else busy
+    return WallTax(wall_seconds=wall, busy_seconds=busy, waiting_cpu_seconds=waiting - waiting_share,
+                   waiting_share_seconds=waiting_share, blocked_seconds=blocked, own_work_seconds=own,
+                   observer_seconds=tax.observer_seconds * per_oncpu,
+                   by_category={name: by_category[name] for name in CATEGORIES}, measured=measured)
+
+
+def baremetal(workload: WorkloadSummary, tax: Tax, wall: WallTax, costs: HostCosts,
+              cpu_share: float | None = None) -> BaremetalBaseline:
+    """Duration of the same work on a single-address-space, ring-0 system with no scheduler.
 
     Syscalls become function calls but keep the work they do (their CPU time
-    less the calibrated entry/exit cost of each); time blocked waiting on
-    devices or peers stays; there is no run-queue wait, no context switch, no
-    page fault after start, no decompression (images are loaded as they run),
-    no VM exit, no observer."""
+    less the calibrated entry/exit cost of each); there is no run-queue wait,
+    context switch, page fault after start, decompression (images are loaded
+    as they run), VM exit or observer. The work runs on as many cores at once
+    as it did here (its measured parallelism while busy), at the CPU share
+    the function bought (and, named apart, at whole CPUs); time the whole
+    workload spent blocked on the world stays. Time a process spent waiting
+    for another process of the same workload is not blocked time: some task
+    of the workload was busy then."""
     c = workload.counters
     syscall_work = max(0.0, tax.by_category["syscalls"] - c[SYSCALLS] * costs.syscall)
-    blocked = max(0.0, (c[SYSCALL_BLOCKED] - c[RUNQUEUE_WAIT]) / NS_PER_SECOND)
-    seconds = tax.own_work_seconds + syscall_work + c[SYSCALLS] * costs.function_call + blocked
-    return BaremetalBaseline(seconds=seconds, syscall_work_seconds=syscall_work, blocked_seconds=blocked)
+    work = tax.own_work_seconds + syscall_work + c[SYSCALLS] * costs.function_call
+    parallelism = max(1.0, tax.oncpu_seconds / wall.busy_seconds) if wall.busy_seconds > 0 else 1.0
+    whole = work / parallelism + wall.blocked_seconds
+    at_share = work / min(parallelism, cpu_share) + wall.blocked_seconds if cpu_share else whole
+    return BaremetalBaseline(seconds=at_share, whole_cpu_seconds=whole, work_seconds=work,
+                             syscall_work_seconds=syscall_work, blocked_seconds=wall.blocked_seconds,
+                             parallelism=parallelism)

@@ -15,8 +15,28 @@ from profiler.tax.cost import Cost
 
 
 @dataclass(frozen=True)
+class WallSummary:
+    """The mean invocation's wall time, in parts that add up to it."""
+
+    wall_seconds: float
+    busy_seconds: float
+    waiting_cpu_seconds: float
+    waiting_share_seconds: float
+    blocked_seconds: float
+    own_work_seconds: float
+    observer_seconds: float
+    measured: bool = True  # from the workload's timeline (False: --pid, scaled from the CPU view)
+    lock_misses: int = 0
+
+
+@dataclass(frozen=True)
 class TaxSummary:
-    """The tax of the mean invocation."""
+    """The tax of the mean invocation.
+
+    `seconds`, `ratio` and `wall_by_category` are billed wall time (they add
+    up within the wall time); `by_category`, `own_work_seconds`,
+    `observer_seconds` and `cpu_share_wait_seconds` are CPU time summed over
+    the workload's tasks (they add up to on-CPU time + run-queue wait)."""
 
     seconds: float
     ratio: float  # of the billed duration
@@ -25,6 +45,13 @@ class TaxSummary:
     cpu_share_wait_seconds: float
     by_category: Mapping[str, float]
     estimated: tuple[str, ...] = ()
+    cpu_seconds: float | None = None
+    cpu_ratio: float | None = None  # of the CPU time used
+    wall_by_category: Mapping[str, float] = field(default_factory=dict)
+    wall: WallSummary | None = None
+    estimate_scale: float = 1.0
+    unsteady: tuple[str, ...] = ()
+    cgroup_throttled_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +61,12 @@ class BaselineSummary:
     seconds: float
     speedup: float | None  # measured duration / baseline duration
     difference_by_category: Mapping[str, float] = field(default_factory=dict)
+    # The built-in model: at a whole CPU (quota lifted) beside `seconds`, which
+    # is at the CPU share the function bought; the parallelism it assumes.
+    whole_cpu_seconds: float | None = None
+    cpu_share: float | None = None
+    parallelism: float | None = None
+    blocked_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +84,9 @@ class RunRow:
     cpu_share_wait_seconds: float
     by_category: Mapping[str, float]
     baremetal_seconds: float
+    cpu_tax_seconds: float = 0.0
+    wall_by_category: Mapping[str, float] = field(default_factory=dict)
+    blocked_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -256,8 +256,8 @@ HAND_EDITED: list[tuple[tuple[str, ...], Any, str | None]] = [
     (("workload", "processes"), 10**400, None),
     (("version",), True, None),
     (("workload", "runqueue_wait_seconds"), 1e300, _ROUND_GAP),
-    (("map_update_failures", "procs"), float("inf"), "OverflowError: " + _INT_GAP),
-    (("map_update_failures", "procs"), float("nan"), "ValueError: " + _INT_GAP),
+    (("map_update_failures", "procs"), float("inf"), None),
+    (("map_update_failures", "procs"), float("nan"), None),
 ]
 
 

@@ -7,6 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiler.model import CallStats, Counters, WorkloadSummary
+from profiler.model import Timeline
+from profiler.tax.compute import wall_tax
 from profiler.tax.compute import CATEGORIES, HostCosts, baremetal, compute_tax, observer_seconds
 
 COSTS = HostCosts(page_fault_minor=500e-9, context_switch=2e-6, syscall=100e-9, function_call=2e-9)
@@ -66,13 +68,18 @@ def test_identity_holds_or_own_work_is_clamped(syscalls: int, sys_ns: int, off: 
 
 
 def test_throttling_is_split_off_as_cpu_share_wait() -> None:
-    c = Counters(oncpu_ns=100_000_000, runqueue_ns=300_000_000)
-    tax = compute_tax(_workload(c), COSTS, {}, throttled_seconds=0.25)
+    # 300 ms waiting, 250 ms of it while the CPU it waited on sat idle.
+    c = Counters(oncpu_ns=100_000_000, runqueue_ns=300_000_000, runqueue_idle_ns=250_000_000)
+    tax = compute_tax(_workload(c), COSTS, {}, quota=True)
     assert tax.cpu_share_wait_seconds == pytest.approx(0.25)
     assert tax.by_category["runqueue_wait"] == pytest.approx(0.05)
     _identity(0.1, 0.3, tax)
+    # Without a quota an idle CPU's wait is the CPU waking up: run-queue tax.
+    free = compute_tax(_workload(c), COSTS, {})
+    assert free.cpu_share_wait_seconds == 0 and free.by_category["runqueue_wait"] == pytest.approx(0.3)
     # never more than the measured wait
-    assert compute_tax(_workload(c), COSTS, {}, throttled_seconds=9).cpu_share_wait_seconds == pytest.approx(0.3)
+    over = Counters(oncpu_ns=100_000_000, runqueue_ns=300_000_000, runqueue_idle_ns=900_000_000)
+    assert compute_tax(_workload(over), COSTS, {}, quota=True).cpu_share_wait_seconds == pytest.approx(0.3)
 
 
 def test_baremetal_model() -> None:
@@ -80,7 +87,9 @@ def test_baremetal_model() -> None:
                  runqueue_ns=1_000_000, faults_user=100, faults_minor=100)
     w = _workload(c)
     tax = compute_tax(w, COSTS, {})
-    base = baremetal(w, tax, COSTS)
+    # One task: busy while on a CPU; 2 ms with the whole workload asleep.
+    timeline = Timeline(1, 104_000_000, busy_ns=100_000_000, waiting_ns=1_000_000, blocked_ns=2_000_000)
+    base = baremetal(w, tax, wall_tax(tax, timeline, 0.103), COSTS)
     # syscall CPU 2 ms, of which 1000 x 100 ns is entry/exit: the rest is work kept
     assert base.syscall_work_seconds == pytest.approx(0.002 - 1_000 * 100e-9)
     assert base.blocked_seconds == pytest.approx(0.002)

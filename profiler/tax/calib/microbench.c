@@ -1,6 +1,6 @@
 /* fntax host calibration microbenchmarks. Prints one JSON object of
- * nanoseconds per event for a single run; profiler/calibrate.py repeats runs
- * and takes medians.
+ * nanoseconds per event for a single run; profiler/tax/calibrate.py repeats
+ * runs and takes their lower quartile.
  *
  *   clock_read       clock_gettime(CLOCK_MONOTONIC)
  *   function_call    a call to a non-inlined function, less an empty loop
@@ -28,6 +28,15 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The thread's own CPU time: time it spent preempted by other work on a
+ * loaded host is not part of the cost of what it does. */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 __attribute__((noinline)) static long callee(long x)
 {
     __asm__ volatile("" ::: "memory");
@@ -46,26 +55,26 @@ static double clock_read(long n)
 static double function_call(long n)
 {
     volatile long acc = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cpu_ns();
     for (long i = 0; i < n; i++) {
         __asm__ volatile("" ::: "memory");
         acc = acc + i;
     }
-    uint64_t empty = now_ns() - t0;
-    t0 = now_ns();
+    uint64_t empty = cpu_ns() - t0;
+    t0 = cpu_ns();
     for (long i = 0; i < n; i++)
         acc = callee(acc);
-    uint64_t calls = now_ns() - t0;
+    uint64_t calls = cpu_ns() - t0;
     double per = ((double)calls - (double)empty) / n;
     return per > 0.1 ? per : 0.1;
 }
 
 static double syscall_cost(long n)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cpu_ns();
     for (long i = 0; i < n; i++)
         syscall(SYS_getppid);
-    return (double)(now_ns() - t0) / n;
+    return (double)(cpu_ns() - t0) / n;
 }
 
 static double page_fault(long pages)
@@ -75,14 +84,14 @@ static double page_fault(long pages)
     volatile char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
         return -1;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = cpu_ns();
     for (long i = 0; i < pages; i++)
         mem[i * page] = 1;
-    uint64_t first = now_ns() - t0;
-    t0 = now_ns();
+    uint64_t first = cpu_ns() - t0;
+    t0 = cpu_ns();
     for (long i = 0; i < pages; i++)
         mem[i * page] = 2;
-    uint64_t again = now_ns() - t0;
+    uint64_t again = cpu_ns() - t0;
     munmap((void *)mem, len);
     return ((double)first - (double)again) / pages;
 }
