@@ -325,21 +325,30 @@ def baseline_list() -> None:
 @click.option("--no-bpf-stats", is_flag=True,
               help="Never sample kernel BPF run-time statistics (by default on 1 s in every 30 s: they "
                    "double each probe's cost while on).")
+@click.option("--event-pages", type=int, default=None, envvar="FNTAX_EVENT_PAGES", metavar="PAGES",
+              help="Per-CPU perf buffer for fork/exec/exit events, in pages (a power of two; default 256). "
+                   "Events that do not fit are counted in fntax_events_lost_total.")
 @click.option("--quiet", "-q", is_flag=True)
 @_one_line_errors
 def agent(listen: str, rules_path: str | None, web_config_path: str | None, retention_seconds: float,
           top_syscalls: int, interval_seconds: float, prices: str, default_memory_mb: int, no_bpf_stats: bool,
-          quiet: bool) -> None:
+          event_pages: int | None, quiet: bool) -> None:
     """Run the probes host-wide and export per-function metrics to Prometheus.
 
     SIGTERM detaches every probe and exits; SIGHUP reloads the rules.
     """
     from profiler.agent.runner import Agent, AgentSettings
     from profiler.agent.webserver import parse_listen
+    from profiler.bpf.events import check_page_count
 
     parse_listen(listen)
+    if event_pages is not None:
+        check_page_count(event_pages)
+    if not interval_seconds > 0:
+        raise InputError(f"--interval {interval_seconds}: must be a positive number of seconds")
     settings = AgentSettings(listen=listen, rules_path=rules_path, web_config_path=web_config_path,
                              retention_seconds=retention_seconds, top_syscalls=top_syscalls,
                              interval_seconds=interval_seconds, prices=prices,
-                             default_memory_mb=default_memory_mb, bpf_stats=not no_bpf_stats)
+                             default_memory_mb=default_memory_mb, bpf_stats=not no_bpf_stats,
+                             event_pages=event_pages)
     Agent(settings, _progress(quiet)).run()

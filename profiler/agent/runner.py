@@ -8,6 +8,7 @@ events and folds map snapshots; the HTTP thread only reads a view.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -21,9 +22,11 @@ from prometheus_client.registry import CollectorRegistry
 
 from profiler.agent.webserver import load_web_config, serve
 from profiler.attribution.rules import Rules, load_rules
-from profiler.bpf.events import EventType, ProcessEvent
+from profiler.bpf.events import PAGE_COUNT_ENV, EventType, ProcessEvent
 from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.ledger.functions import Aggregator
+from profiler.model import KernelSnapshot
+from profiler.system import procfs
 from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions
 from profiler.tax.calibrate import ensure_calibration, host_costs
 from profiler.tax.cost import price_table
@@ -47,6 +50,7 @@ class AgentSettings:
     stats_window_seconds: float = 1.0
     max_procs: int = 16384
     max_tasks: int = 65536
+    event_pages: int | None = None  # perf buffer pages per CPU (None: FNTAX_EVENT_PAGES, else 256)
 
 
 class Agent:
@@ -66,6 +70,7 @@ class Agent:
         self.probes: KernelProbes | None = None
         self._rendered: bytes = b""
         self._rendered_for: list[TaxedFunction] | None = None
+        self._lost_seen = 0
 
     # -- the collector reads these (HTTP thread) ---------------------------------
     def functions(self) -> list[TaxedFunction]:
@@ -106,6 +111,9 @@ class Agent:
         self.say("loading probes (system-wide)")
         with KernelProbes(options) as probes:
             self.probes = probes
+            if self.settings.event_pages is not None:
+                # KernelProbes.open_events takes no size: the event stream reads it from here.
+                os.environ[PAGE_COUNT_ENV] = str(self.settings.event_pages)
             probes.open_events(self._on_event)
             self._aggregator.seed(_running_processes())
             server, _thread = serve(self.metrics_body, self.settings.listen, self.web_config)
@@ -159,6 +167,10 @@ class Agent:
         # a process that came and went since the last poll is named by them.
         self.probes.poll_events(0)
         snapshot = self.probes.snapshot()
+        lost = self.probes.events_lost
+        if lost != self._lost_seen:
+            self._lost_seen = lost
+            self._stand_in_for_lost_forks(snapshot)
         exited = self._aggregator.update(snapshot)
         self.probes.forget(exited)
         entries, capacity = self.probes.map_fill()
@@ -171,6 +183,21 @@ class Agent:
         with self._lock:
             self._view = view
             self._self = stats
+
+    def _stand_in_for_lost_forks(self, snapshot: KernelSnapshot) -> None:
+        """Events were lost: decide for the processes the maps show and no event named.
+
+        Each unknown process is decided as its fork event would have decided
+        it: its own rule on its /proc facts, else its parent's function (the
+        parent from /proc), else host when it is already gone. A process
+        whose fork event did arrive is decided again the same way, which
+        changes nothing unless /proc changed in between."""
+        for sample in snapshot.processes:
+            if self._aggregator.knows(sample.pid):
+                continue
+            stat = procfs.DEFAULT.stat(sample.pid)
+            if stat is not None:
+                self._aggregator.on_fork(sample.pid, stat.ppid, 0)
 
     def _reload_rules(self) -> None:
         try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from profiler.bpf.contracts import event_types, load_header
+from profiler.errors import InputError
 
 _TYPES = event_types(load_header())
 
@@ -28,10 +30,38 @@ class ProcessEvent:
     env_value: str | None  # exec: the value execve's envp gave the agent's env variable
 
 
-class EventStream:
-    """Delivers ProcessEvents to a callback while polled; counts lost events."""
+# Per-CPU perf buffer size in pages. FNTAX_EVENT_PAGES (or `fntax agent
+# --event-pages`) overrides it: tests make it tiny to force losses.
+DEFAULT_PAGE_COUNT = 256
+PAGE_COUNT_ENV = "FNTAX_EVENT_PAGES"
 
-    def __init__(self, bpf: Any, on_event: Callable[[ProcessEvent], None], page_count: int = 256) -> None:
+
+def check_page_count(pages: int) -> int:
+    """bcc's perf buffers take a power of two pages per CPU."""
+    if pages < 1 or pages & (pages - 1) or pages > 65536:
+        raise InputError(f"event buffer pages {pages}: must be a power of two from 1 to 65536")
+    return pages
+
+
+def configured_page_count() -> int:
+    raw = os.environ.get(PAGE_COUNT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_COUNT
+    try:
+        return check_page_count(int(raw))
+    except ValueError as err:
+        raise InputError(f"{PAGE_COUNT_ENV}={raw!r}: not a whole number of pages") from err
+
+
+class EventStream:
+    """Delivers ProcessEvents to a callback while polled; counts lost events.
+
+    A lost event is counted (`lost`, exported as fntax_events_lost_total);
+    the process it described is attributed when it first shows up in the
+    maps (the agent's fallback: its parent's function, else host)."""
+
+    def __init__(self, bpf: Any, on_event: Callable[[ProcessEvent], None], page_count: int | None = None) -> None:
+        page_count = configured_page_count() if page_count is None else check_page_count(page_count)
         self.lost = 0
         self._table = bpf["events"]
 
