@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.guests.build import build_pvh_elf  # noqa: E402
+from profiler.system.guest_image import build_pvh_elf  # noqa: E402
 from tests.guests.kvm_probe import KvmProbe  # noqa: E402
-from tests.guests.run import run_vm, why_no_vm  # noqa: E402
+from profiler.system.guest_vm import run_vm, why_no_vm  # noqa: E402
 
 
 def _wall(image: Path, expected: int) -> float:

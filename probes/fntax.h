@@ -46,6 +46,22 @@
 /* Syscall numbers touched since the last fold; past this, fold scans all. */
 #define FNTAX_DIRTY_SLOTS 16
 #define FNTAX_NO_SYSCALL 0xffffffffu
+
+/* ---- KVM slots (kvm.bpf.c; label names in profiler/bpf/kvm_names.py) ----
+ * One per-process table of {count, ns} indexed by slot: VM exit reasons
+ * (VMX basic reasons; SVM codes folded onto them; last = other), then
+ * userspace exit reasons (KVM_EXIT_*; other; error), then port buckets. */
+#define FNTAX_KVM_EXIT_SLOTS 96
+#define FNTAX_KVM_UEXIT_SLOTS 48
+#define FNTAX_KVM_PORT_BUCKETS 8
+#define FNTAX_KVM_UEXIT_BASE 96
+#define FNTAX_KVM_PORT_BASE 144
+#define FNTAX_KVM_SLOTS 152
+#define FNTAX_KVM_DIRTY_SLOTS 8
+#define FNTAX_KVM_F_LOADED 1      /* cpu: the thread's state is in the slot */
+#define FNTAX_KVM_F_ENTRY_SEEN 2  /* kvm_entry fires for this thread: it closes userspace exits */
+#define FNTAX_KVM_F_IN_RUN 4      /* inside a KVM_RUN ioctl */
+#define FNTAX_KVM_F_VCPU 8        /* the thread made KVM events: a vCPU thread */
 /* sched_switch prev_state: any of these bits means the task chose to sleep
  * (voluntary); none means it was preempted while runnable (involuntary).
  * TASK_REPORT_MAX (0x100) marks preemption and is outside the mask. */
@@ -60,6 +76,7 @@ enum fntax_map_error {
     FNTAX_ERR_PROC_SYSCALLS = 2,
     FNTAX_ERR_DECOMP_ACTIVE = 3,
     FNTAX_ERR_DECOMP = 4,
+    FNTAX_ERR_PROC_KVM = 5,  /* KVM: per-process reason / port-bucket map */
     FNTAX_ERR_SLOTS = 8,
 };
 
@@ -82,6 +99,21 @@ struct fntax_counters {
     u64 faults_in_decoder;   /* user-mode faults taken inside a decoder call */
     u64 hardirq_ns;
     u64 softirq_ns;
+    /* ---- KVM (kvm.bpf.c): VM-monitor processes only ---- */
+    u64 kvm_exits;           /* kvm_exit, every reason (silent on PVM/nested hosts) */
+    u64 kvm_exit_ns;         /* kvm_exit -> kvm_entry, HLT exits excluded (idle) */
+    u64 kvm_userspace_exits; /* kvm_userspace_exit: exits that reach the VM monitor */
+    u64 kvm_userspace_ns;    /* userspace exit -> the thread's re-entry, KVM_EXIT_HLT excluded */
+    u64 kvm_reentries_by_entry; /* userspace exits closed by kvm_entry */
+    u64 kvm_reentries_by_run;   /* userspace exits closed by the next KVM_RUN ioctl */
+    u64 kvm_guest_ns;        /* on-CPU time inside KVM_RUN ioctls: the guest running (+ in-kernel exits) */
+    u64 kvm_pio_in;
+    u64 kvm_pio_out;
+    u64 kvm_mmio_read;       /* kvm_mmio type 1 (a completed read) */
+    u64 kvm_mmio_write;      /* kvm_mmio type 2 */
+    u64 kvm_halts;           /* kvm_vcpu_wakeup: a guest halt ended */
+    u64 kvm_halt_ns;         /* their time (slept or polled): idle guest, never tax */
+    u64 vcpu_wait_ns;        /* run-queue wait of vCPU threads (steal time for the guest) */
 };
 #define FNTAX_COUNTER_WORDS (sizeof(struct fntax_counters) / sizeof(u64))
 
@@ -107,6 +139,14 @@ struct fntax_task {
     u64 wait_idle_ns;        /* idle time of earlier CPUs of this wait (migrations) */
     u32 on_cpu;
     u32 in_decoder;          /* inside a decoder call when switched out */
+    /* ---- KVM: a vCPU thread's in-flight state while switched out ---- */
+    u64 kvm_exit_since_ns;   /* kvm_exit not yet re-entered (0: none) */
+    u64 kvm_ue_since_ns;     /* userspace exit not yet re-entered (0: none) */
+    u64 kvm_run_since_ns;    /* inside KVM_RUN since (on-CPU part counted up to here) */
+    u32 kvm_exit_slot;
+    u32 kvm_ue_slot;
+    u32 kvm_flags;           /* FNTAX_KVM_F_* */
+    u32 kvm_reserved;
 };
 
 /* cpu_state: the task currently on this CPU and its unfolded counters. */
@@ -125,6 +165,19 @@ struct fntax_cpu {
     u32 in_decoder;          /* the current task is inside a decoder call */
     u32 reserved;
     struct fntax_counters delta;
+    /* ---- KVM: the vCPU thread whose state is loaded here (0: none) ---- */
+    u32 kvm_tid;
+    u32 kvm_flags;
+    u32 kvm_exit_slot;
+    u32 kvm_ue_slot;
+    u64 kvm_exit_since_ns;
+    u64 kvm_ue_since_ns;
+    u64 kvm_run_since_ns;
+    u32 kvm_events;          /* KVM events since the last fold */
+    u32 kvm_ndirty;
+    u32 kvm_overflow;
+    u32 kvm_reserved;
+    u32 kvm_dirty[FNTAX_KVM_DIRTY_SLOTS];
 };
 
 /* cpu_idle: each CPU's idle clock (indexed by CPU id, written by that CPU's
@@ -209,6 +262,12 @@ struct fntax_sys_val {
     u64 ns;
 };
 
+/* proc_kvm: per process and KVM slot (see FNTAX_KVM_SLOTS). */
+struct fntax_kvm_key {
+    u32 tgid;
+    u32 slot;
+};
+
 struct fntax_decomp_val {
     u64 count;
     u64 ns;                  /* entry to return */
@@ -221,6 +280,12 @@ BPF_HASH(proc_syscalls, struct fntax_sys_key, struct fntax_sys_val, FNTAX_MAX_PR
 BPF_PERCPU_ARRAY(cpu_state, struct fntax_cpu, 1);
 BPF_PERCPU_ARRAY(cpu_syscalls, struct fntax_sys_val, FNTAX_SYSCALL_SLOTS);
 BPF_ARRAY(errors, u64, FNTAX_ERR_SLOTS);
+/* ---- KVM maps ---- */
+#ifndef FNTAX_MAX_PROC_KVM
+#define FNTAX_MAX_PROC_KVM 16384
+#endif
+BPF_HASH(proc_kvm, struct fntax_kvm_key, struct fntax_sys_val, FNTAX_MAX_PROC_KVM);
+BPF_PERCPU_ARRAY(cpu_kvm, struct fntax_sys_val, FNTAX_KVM_SLOTS);
 /* Bumped by user space whenever it adds tasks to track, so per-CPU slots that
  * cached "not tracked" for a task re-resolve it (array lookups are inlined by
  * the JIT: this costs a few instructions on the hot path). */
@@ -383,12 +448,79 @@ static __always_inline void fntax_fold_syscall_nr(u32 tgid, u32 nr)
     src->ns = 0;
 }
 
+/* ---- KVM fold helpers ---- */
+static __always_inline void fntax_kvm_fold_slot(u32 tgid, u32 slot)
+{
+    struct fntax_sys_val *src = cpu_kvm.lookup(&slot);
+    if (!src || (src->count == 0 && src->ns == 0))
+        return;
+    struct fntax_kvm_key key = {.tgid = tgid, .slot = slot};
+    struct fntax_sys_val *dst = proc_kvm.lookup(&key);
+    if (dst) {
+        __sync_fetch_and_add(&dst->count, src->count);
+        __sync_fetch_and_add(&dst->ns, src->ns);
+    } else {
+        struct fntax_sys_val fresh = *src;
+        if (proc_kvm.update(&key, &fresh) != 0)
+            fntax_count_error(FNTAX_ERR_PROC_KVM);
+    }
+    src->count = 0;
+    src->ns = 0;
+}
+
+/* Before a fold, in the owner's context: a vCPU thread's run-queue wait is
+ * also vCPU wait; its in-flight state (an exit or userspace exit not yet
+ * re-entered, a KVM_RUN in progress) is parked in its tasks entry, reloaded
+ * by its next KVM event; the reason slots touched go to proc_kvm. Costs
+ * nothing for threads that did no KVM event since their switch-in. */
+static __always_inline void fntax_kvm_park(struct fntax_cpu *cpu, u32 tgid, u64 now)
+{
+    u32 tid = cpu->tid;
+    if (cpu->kvm_tid != tid || !(cpu->kvm_flags & FNTAX_KVM_F_LOADED))
+        return;
+    if (cpu->kvm_flags & FNTAX_KVM_F_VCPU)
+        cpu->delta.vcpu_wait_ns += cpu->delta.runqueue_ns;
+    if (cpu->kvm_flags & FNTAX_KVM_F_IN_RUN) {
+        u64 from = cpu->kvm_run_since_ns > cpu->oncpu_since_ns ? cpu->kvm_run_since_ns : cpu->oncpu_since_ns;
+        if (now > from)
+            cpu->delta.kvm_guest_ns += now - from;
+        cpu->kvm_run_since_ns = now;
+    }
+    struct fntax_task *t = tasks.lookup(&tid);
+    if (t) {
+        t->kvm_exit_since_ns = cpu->kvm_exit_since_ns;
+        t->kvm_ue_since_ns = cpu->kvm_ue_since_ns;
+        t->kvm_run_since_ns = cpu->kvm_run_since_ns;
+        t->kvm_exit_slot = cpu->kvm_exit_slot;
+        t->kvm_ue_slot = cpu->kvm_ue_slot;
+        t->kvm_flags = cpu->kvm_flags & ~FNTAX_KVM_F_LOADED;
+    }
+    cpu->kvm_tid = 0;
+    cpu->kvm_flags = 0;
+    cpu->kvm_events = 0;
+    if (cpu->kvm_overflow) {
+#pragma clang loop unroll(disable)
+        for (u32 slot = 0; slot < FNTAX_KVM_SLOTS; slot++)
+            fntax_kvm_fold_slot(tgid, slot);
+    } else {
+#pragma clang loop unroll(disable)
+        for (u32 i = 0; i < FNTAX_KVM_DIRTY_SLOTS; i++) {
+            if (i >= cpu->kvm_ndirty)
+                break;
+            fntax_kvm_fold_slot(tgid, cpu->kvm_dirty[i]);
+        }
+    }
+    cpu->kvm_ndirty = 0;
+    cpu->kvm_overflow = 0;
+}
+
 /* Fold the slot's delta into procs[tgid]; must run in the owner's context
  * (tgid comes from the current task). */
 static __always_inline void fntax_fold(struct fntax_cpu *cpu, u32 tgid)
 {
     if (!cpu->workload)
         return;
+    fntax_kvm_park(cpu, tgid, bpf_ktime_get_ns());
     struct fntax_proc *p = procs.lookup(&tgid);
     if (p) {
         fntax_add_counters(&p->c, &cpu->delta);

@@ -28,6 +28,8 @@ LABEL_TYPE = "type"
 LABEL_MODE = "mode"
 LABEL_PROBE = "probe"
 LABEL_MAP = "map"
+LABEL_REASON = "reason"
+LABEL_PORT = "port"
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -81,6 +83,14 @@ _FAULT_EXCEPTIONS = Family("fntax_page_fault_exceptions_total",
                            "Page-fault exceptions by the mode they hit in (user, kernel).", LABEL_MODE)
 _FAULTS = Family("fntax_page_faults_total", "Page faults by type (minor, major).", LABEL_TYPE)
 _IRQ = Family("fntax_irq_seconds_total", "Interrupt time charged to the function (hard, soft).", LABEL_TYPE)
+# KVM (VM-monitor processes; probes/kvm.bpf.c).
+_KVM_EXIT_SECONDS = Family("fntax_kvm_exit_seconds_total",
+                           "Time from a VM exit to re-entering the guest (kvm_exit to kvm_entry), halts excluded.")
+_KVM_USERSPACE_SECONDS = Family("fntax_kvm_userspace_exit_seconds_total",
+                                "Time from a VM exit that reached the VM monitor to the vCPU thread's re-entry, "
+                                "halts excluded.")
+_VCPU_WAIT = Family("fntax_vcpu_wait_seconds_total",
+                    "Run-queue wait of vCPU threads: runnable, not running (steal time for the guest).")
 
 # In the order of struct fntax_counters (checked at load).
 FIGURES: tuple[Figure, ...] = (
@@ -116,11 +126,47 @@ FIGURES: tuple[Figure, ...] = (
     Figure("softirq_ns", Unit.NANOSECONDS, ("irq_seconds", "soft"), _IRQ, "soft", "interrupts", "{} soft"),
 )
 
+# KVM figures (the KVM section of struct fntax_counters, after the above).
+# Exit time and userspace-exit time feed `virtualization` (profiler/tax/
+# virtualization.py says how, and which one where both exist); halts are an
+# idle guest and the guest's time inside KVM_RUN is its own work: never tax.
+KVM_FIGURES: tuple[Figure, ...] = (
+    Figure("kvm_exits", Unit.COUNT, ("kvm", "exits"), None, None, None, "{} exits",
+           ("kvm:kvm_exit", "kvm:kvm_entry")),
+    Figure("kvm_exit_ns", Unit.NANOSECONDS, ("kvm", "exit_seconds"), _KVM_EXIT_SECONDS, None, "virtualization",
+           "in {}"),
+    Figure("kvm_userspace_exits", Unit.COUNT, ("kvm", "userspace_exits"), None, None, None,
+           "{} reached the VM monitor", ("kvm:kvm_userspace_exit", "syscalls:sys_enter_ioctl",
+                                        "syscalls:sys_exit_ioctl")),
+    Figure("kvm_userspace_ns", Unit.NANOSECONDS, ("kvm", "userspace_exit_seconds"), _KVM_USERSPACE_SECONDS, None,
+           "virtualization", "in {}"),
+    Figure("kvm_reentries_by_entry", Unit.COUNT, ("kvm", "reentries", "by_entry"), None, None, None,
+           "(re-entry seen: {} at kvm_entry,"),
+    Figure("kvm_reentries_by_run", Unit.COUNT, ("kvm", "reentries", "by_run"), None, None, None,
+           "{} at the next KVM_RUN)"),
+    Figure("kvm_guest_ns", Unit.NANOSECONDS, ("kvm", "guest_seconds"), None, None, None, "guest on CPU {}"),
+    Figure("kvm_pio_in", Unit.COUNT, ("kvm", "pio", "in"), None, None, None, "port I/O {} in,", ("kvm:kvm_pio",)),
+    Figure("kvm_pio_out", Unit.COUNT, ("kvm", "pio", "out"), None, None, None, "{} out;", ("kvm:kvm_pio",)),
+    Figure("kvm_mmio_read", Unit.COUNT, ("kvm", "mmio", "read"), None, None, None, "MMIO {} reads,",
+           ("kvm:kvm_mmio",)),
+    Figure("kvm_mmio_write", Unit.COUNT, ("kvm", "mmio", "write"), None, None, None, "{} writes;",
+           ("kvm:kvm_mmio",)),
+    Figure("kvm_halts", Unit.COUNT, ("kvm", "halts"), None, None, None, "halts {}", ("kvm:kvm_vcpu_wakeup",)),
+    Figure("kvm_halt_ns", Unit.NANOSECONDS, ("kvm", "halt_seconds"), None, None, None, "({} idle);"),
+    Figure("vcpu_wait_ns", Unit.NANOSECONDS, ("kvm", "vcpu_wait_seconds"), _VCPU_WAIT, None, None,
+           "vCPU wait {}"),
+)
+BASE_FIGURES = FIGURES
+FIGURES = BASE_FIGURES + KVM_FIGURES
+
 # Handles for the code that does arithmetic on particular figures (the tax
 # model): bound by position, so the counter names stay in the table above.
 (SYSCALLS, SYSCALL_TIME, SYSCALL_BLOCKED, VOLUNTARY_SWITCHES, INVOLUNTARY_SWITCHES, ONCPU, RUNQUEUE_WAIT,
  RUNQUEUE_IDLE_CPU, FAULTS_USER, FAULTS_KERNEL, FAULTS_MINOR, FAULTS_MAJOR, FAULTS_IN_DECODER, HARDIRQ,
- SOFTIRQ) = FIGURES
+ SOFTIRQ) = BASE_FIGURES
+(KVM_EXITS, KVM_EXIT_TIME, KVM_USERSPACE_EXITS, KVM_USERSPACE_TIME, KVM_REENTRIES_BY_ENTRY, KVM_REENTRIES_BY_RUN,
+ KVM_GUEST_TIME, KVM_PIO_IN, KVM_PIO_OUT, KVM_MMIO_READ, KVM_MMIO_WRITE, KVM_HALTS, KVM_HALT_TIME,
+ VCPU_WAIT) = KVM_FIGURES
 
 BY_FIELD: dict[str, Figure] = {f.field: f for f in FIGURES}
 
@@ -130,6 +176,7 @@ ROW_TITLES: dict[str, str] = {
     "oncpu_seconds": "on-CPU time", "syscalls": "syscalls", "context_switches": "context switches",
     "runqueue_wait_seconds": "run-queue wait", "runqueue_wait_idle_cpu_seconds": "  of which",
     "page_faults": "page faults", "irq_seconds": "interrupts", "decompression": "decompression",
+    "kvm": "KVM",
 }
 
 
@@ -138,7 +185,7 @@ class CallTable:
     """Per-name figures (count and time of each syscall, each decoder library)."""
 
     json: tuple[str, ...]  # where the name -> {count, seconds[, cpu_seconds]} table goes
-    family: Family  # labelled by `label`
+    family: Family | None  # labelled by `label`; None: in captures only
     label: str
     exported: str  # "count" or "seconds": what the family exports per name
     cpu_seconds: bool = False  # the table also carries on-CPU seconds
@@ -151,6 +198,19 @@ SYSCALLS_BY_NAME = CallTable(("syscalls", "by_name"),
 DECOMPRESSION_BY_LIBRARY = CallTable(("decompression", "by_library"),
                                      Family("fntax_decompression_seconds_total", "Time inside decompressors."),
                                      LABEL_LIBRARY, "seconds", cpu_seconds=True)
+
+# KVM per-name tables (per process of a VM monitor; slot names in
+# profiler/bpf/kvm_names.py): reasons are a fixed known set plus `other`.
+KVM_EXITS_BY_REASON = CallTable(("kvm", "exits_by_reason"),
+                                Family("fntax_kvm_exits_total", "VM exits by reason (kvm_exit)."),
+                                LABEL_REASON, "count")
+KVM_USERSPACE_EXITS_BY_REASON = CallTable(("kvm", "userspace_exits_by_reason"),
+                                          Family("fntax_kvm_userspace_exits_total",
+                                                 "VM exits that reached the VM monitor, by reason "
+                                                 "(kvm_userspace_exit)."),
+                                          LABEL_REASON, "count")
+KVM_PIO_BY_PORT = CallTable(("kvm", "pio_by_port"), None, LABEL_PORT, "count")
+KVM_TABLES: tuple[CallTable, ...] = (KVM_EXITS_BY_REASON, KVM_USERSPACE_EXITS_BY_REASON, KVM_PIO_BY_PORT)
 
 # Families derived by the tax layer from the figures above.
 TAX_SECONDS = Family("fntax_tax_seconds_total", "Instruction tax by category (see the README's tax model).",

@@ -7,7 +7,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from profiler.figures import BY_FIELD, FIGURES, NS_PER_SECOND, Figure
 
-__all__ = ["NS_PER_SECOND", "Counters", "CallStats", "ProcessSample", "KernelSnapshot", "HostInfo",
+__all__ = ["NS_PER_SECOND", "Counters", "CallStats", "KvmCalls", "ProcessSample", "KernelSnapshot", "HostInfo",
            "WorkloadSummary", "Capture", "merge_calls", "summarise"]
 
 
@@ -88,6 +88,29 @@ def merge_calls(
 
 
 @dataclass(frozen=True)
+class KvmCalls:
+    """A VM monitor's per-name KVM tables (profiler.figures.KVM_TABLES):
+    VM exits by reason, exits that reached the VM monitor by reason (count
+    and time to re-entry), port I/O by port bucket."""
+
+    exits_by_reason: Mapping[str, CallStats] = field(default_factory=dict)
+    userspace_exits_by_reason: Mapping[str, CallStats] = field(default_factory=dict)
+    pio_by_port: Mapping[str, CallStats] = field(default_factory=dict)
+
+    def __add__(self, other: KvmCalls) -> KvmCalls:
+        return KvmCalls(merge_calls(self.exits_by_reason, other.exits_by_reason),
+                        merge_calls(self.userspace_exits_by_reason, other.userspace_exits_by_reason),
+                        merge_calls(self.pio_by_port, other.pio_by_port))
+
+    def tables(self) -> tuple[Mapping[str, CallStats], ...]:
+        """In the order of profiler.figures.KVM_TABLES."""
+        return (self.exits_by_reason, self.userspace_exits_by_reason, self.pio_by_port)
+
+    def __bool__(self) -> bool:
+        return any(self.tables())
+
+
+@dataclass(frozen=True)
 class ProcessSample:
     """What the probes saw of one process (tgid) during a capture."""
 
@@ -98,6 +121,7 @@ class ProcessSample:
     counters: Counters
     syscalls_by_name: Mapping[str, CallStats] = field(default_factory=dict)
     decompression_by_library: Mapping[str, CallStats] = field(default_factory=dict)
+    kvm: KvmCalls = field(default_factory=KvmCalls)
 
 
 @dataclass(frozen=True)
@@ -153,6 +177,7 @@ class WorkloadSummary:
     counters: Counters
     syscalls_by_name: Mapping[str, CallStats]
     decompression_by_library: Mapping[str, CallStats]
+    kvm: KvmCalls = field(default_factory=KvmCalls)
 
 
 @dataclass(frozen=True)
@@ -184,10 +209,12 @@ def summarise(processes: Sequence[ProcessSample], wall_ns: int) -> WorkloadSumma
     counters = Counters()
     syscalls: dict[str, CallStats] = {}
     decomp: dict[str, CallStats] = {}
+    kvm = KvmCalls()
     for proc in processes:
         counters = counters + proc.counters
         syscalls = merge_calls(syscalls, proc.syscalls_by_name)
         decomp = merge_calls(decomp, proc.decompression_by_library)
+        kvm = kvm + proc.kvm
     return WorkloadSummary(wall_seconds=wall_ns / NS_PER_SECOND, processes=len(processes),
                            counters=counters, syscalls_by_name=syscalls,
-                           decompression_by_library=decomp)
+                           decompression_by_library=decomp, kvm=kvm)

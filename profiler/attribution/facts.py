@@ -19,6 +19,7 @@ class ProcessFacts:
     cmdline: str
     cgroup: str  # the process's cgroup path in each hierarchy, one per line
     environ: Mapping[str, str]
+    argv: tuple[str, ...] = ()  # the command line's arguments (VM naming reads options)
 
 
 def read_facts(pid: int, proc: ProcFS = DEFAULT) -> ProcessFacts | None:
@@ -27,6 +28,7 @@ def read_facts(pid: int, proc: ProcFS = DEFAULT) -> ProcessFacts | None:
     if stat is None:
         return None
     cmdline = proc.cmdline(pid)
+    argv = proc.argv(pid) or []
     cgroups = proc.cgroups(pid)
     environ = proc.environ(pid)
     if cmdline is None or cgroups is None or environ is None:
@@ -37,4 +39,4 @@ def read_facts(pid: int, proc: ProcFS = DEFAULT) -> ProcessFacts | None:
     # (cgroup v1 hosts list one line per controller).
     cgroup = "\n".join(entry.path for entry in cgroups)
     return ProcessFacts(pid=pid, start_time=stat.start_time, tgid=tgid, comm=stat.comm, cmdline=cmdline,
-                        cgroup=cgroup, environ=environ)
+                        cgroup=cgroup, environ=environ, argv=tuple(argv))

@@ -9,7 +9,8 @@ embedded default) and are tried in order:
       - cgroup: '/firecracker/(?P<function>[^/]+)'   # a named group picks the label
         kind: vm
       - cmdline: 'python3 .*handler_(?P<function>\\w+)\\.py'
-      - vm_monitor: true                        # firecracker, qemu-system-*, cloud-hypervisor
+      - vm_id: '^fn-(?P<function>[a-z0-9-]+)$'  # a VM's id (profiler/attribution/vm.py) names it
+      - vm_monitor: true                        # firecracker, qemu-system-*, cloud-hypervisor, crosvm
     unmatched: host                             # or: comm (group by command name)
 
 Children inherit their parent's function (the agent decides at fork/exec).
@@ -31,6 +32,8 @@ import yaml
 # profiler.attribution.rules keep working.
 from profiler.attribution.facts import ProcessFacts as ProcessFacts
 from profiler.attribution.facts import read_facts as read_facts
+from profiler.attribution.vm import ProcessFacts as VmFacts
+from profiler.attribution.vm import VmIdentity, identify_vm
 from profiler.errors import ConfigError
 from profiler.files import load_yaml
 
@@ -59,6 +62,7 @@ class Rule:
     cgroup: re.Pattern[str] | None = None
     cmdline: re.Pattern[str] | None = None
     vm_monitor: bool = False
+    vm_id: re.Pattern[str] | None = None
     kind: WorkloadKind = WorkloadKind.PROCESS
     memory_mb: int | None = None
 
@@ -70,19 +74,33 @@ class Rule:
             return self._regex(self.cgroup, facts.cgroup)
         if self.cmdline is not None:
             return self._regex(self.cmdline, facts.cmdline)
-        if self.vm_monitor and VM_MONITORS.match(facts.comm):
-            # The VM's identity: its --id / -name argument when present.
-            found = re.search(r"(?:--id|-name)[ =]+(?:guest=)?([\w.-]+)", facts.cmdline)
-            name = found.group(1) if found else f"{facts.comm}-{facts.pid}"
+        if self.vm_id is not None:
+            vm = _vm_identity(facts)
+            if vm is None or vm.vm_id is None:
+                return None
+            return self._regex(self.vm_id, vm.vm_id, WorkloadKind.VM)
+        if self.vm_monitor:
+            vm = _vm_identity(facts)
+            if vm is None:
+                return None
+            # The VM's id (firecracker --id, the jailer's cgroup, qemu -name, ...).
+            name = vm.vm_id or f"{vm.monitor.value}-unknown"
             return Attribution(_label(name), WorkloadKind.VM, self.memory_mb)
         return None
 
-    def _regex(self, pattern: re.Pattern[str], text: str) -> Attribution | None:
+    def _regex(self, pattern: re.Pattern[str], text: str,
+               kind: WorkloadKind | None = None) -> Attribution | None:
         found = pattern.search(text)
         if not found:
             return None
         name = found.groupdict().get("function") or found.group(0)
-        return Attribution(_label(name), self.kind, self.memory_mb)
+        return Attribution(_label(name), kind or self.kind, self.memory_mb)
+
+
+def _vm_identity(facts: ProcessFacts) -> VmIdentity | None:
+    """The VM a process monitors (profiler.attribution.vm), from its argv and cgroups."""
+    argv = facts.argv or tuple(facts.cmdline.split())
+    return identify_vm(VmFacts(facts.comm, argv, tuple(f"0::{path}" for path in facts.cgroup.splitlines())))
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,7 @@ def parse_rules(data: Any, source: str) -> Rules:
     return Rules(tuple(rules), unmatched)
 
 
-_MATCHERS = ("env", "cgroup", "cmdline", "vm_monitor")
+_MATCHERS = ("env", "cgroup", "cmdline", "vm_monitor", "vm_id")
 
 
 def _parse_rule(raw: Any, where: str) -> Rule:
@@ -174,6 +192,8 @@ def _parse_rule(raw: Any, where: str) -> Rule:
         raise ConfigError(f"{where}: bad regular expression {_short(value)}: {_one_line(err)}") from err
     if key == "cgroup":
         return Rule(cgroup=pattern, kind=kind, memory_mb=memory)
+    if key == "vm_id":
+        return Rule(vm_id=pattern, kind=WorkloadKind.VM, memory_mb=memory)
     return Rule(cmdline=pattern, kind=kind, memory_mb=memory)
 
 

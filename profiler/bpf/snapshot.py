@@ -11,11 +11,12 @@ import time
 from typing import Any, Callable, Iterable
 
 from profiler.bpf.contracts import load_header, map_error_names
+from profiler.bpf.kvm_names import split_slot
 from profiler.figures import FIGURES
-from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, Timeline
+from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, Timeline
 
 # The bounded per-process maps whose fill is published.
-FILL_MAPS: tuple[str, ...] = ("tasks", "procs", "proc_syscalls")
+FILL_MAPS: tuple[str, ...] = ("tasks", "procs", "proc_syscalls", "proc_kvm")
 
 
 def counters_of(raw: Any) -> Counters:
@@ -62,13 +63,28 @@ class MapReader:
                     lib = self._library_name(int(key.lib))
                     table[lib] = table.get(lib, CallStats()) + CallStats(int(val.count), int(val.ns),
                                                                          int(val.cpu_ns))
+        kvm = self._kvm_tables(found)
         processes = tuple(
             ProcessSample(pid=pid, comm=comm, workload=workload, exited=exited, counters=counters,
-                          syscalls_by_name=syscalls[pid], decompression_by_library=decomp[pid])
+                          syscalls_by_name=syscalls[pid], decompression_by_library=decomp[pid],
+                          kvm=kvm.get(pid, KvmCalls()))
             for pid, (comm, workload, exited, counters) in sorted(found.items()))
         return KernelSnapshot(processes=processes, map_update_failures=self.map_update_failures(),
                               taken_at_ns=time.monotonic_ns(), probe_mean_ns=dict(probe_mean_ns),
                               timelines=self.timelines())
+
+    def _kvm_tables(self, known: dict[int, Any]) -> dict[int, KvmCalls]:
+        """proc_kvm: each VM monitor's reasons and port buckets (slots split by probes/fntax.h)."""
+        header = load_header()
+        tables: dict[int, tuple[dict[str, CallStats], ...]] = {}
+        for key, val in self._bpf["proc_kvm"].items():
+            tgid = int(key.tgid)
+            if tgid not in known:
+                continue
+            index, name = split_slot(int(key.slot), header)
+            table = tables.setdefault(tgid, ({}, {}, {}))[index]
+            table[name] = table.get(name, CallStats()) + CallStats(int(val.count), int(val.ns))
+        return {tgid: KvmCalls(*parts) for tgid, parts in tables.items()}
 
     def timelines(self) -> dict[int, Timeline]:
         """Each workload's timeline (profile only; empty when compiled without)."""
@@ -110,7 +126,7 @@ class MapReader:
                 del procs[procs.Key(pid)]
             except KeyError:
                 pass
-        for name in ("proc_syscalls", "decomp") if self._decompress else ("proc_syscalls",):
+        for name in ("proc_syscalls", "proc_kvm", "decomp") if self._decompress else ("proc_syscalls", "proc_kvm"):
             table = self._bpf[name]
             for key in [k for k in table.keys() if int(k.tgid) in doomed]:
                 try:

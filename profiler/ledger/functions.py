@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping
 
 from profiler.attribution.rules import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
 from profiler.system import procfs
-from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample, merge_calls
+from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, merge_calls
 
 EXITED = "_exited"
 PENDING_SECONDS = 30.0
@@ -41,6 +41,7 @@ class _Function:
     counters: Counters = field(default_factory=Counters)  # of exited processes
     syscalls: dict[str, CallStats] = field(default_factory=dict)
     decompression: dict[str, CallStats] = field(default_factory=dict)
+    kvm: KvmCalls = field(default_factory=KvmCalls)  # of exited processes
     live: set[int] = field(default_factory=set)
     idle_since: float | None = None
     started: int = 0  # processes ever attributed to it
@@ -58,6 +59,7 @@ class FunctionView:
     syscalls_by_name: Mapping[str, CallStats]
     decompression_by_library: Mapping[str, CallStats]
     processes_started: int = 0
+    kvm: KvmCalls = field(default_factory=KvmCalls)
 
 
 class Aggregator:
@@ -188,7 +190,8 @@ class Aggregator:
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]
         if proc.last is not None:
-            _absorb(fn, proc.last.counters, proc.last.syscalls_by_name, proc.last.decompression_by_library)
+            _absorb(fn, proc.last.counters, proc.last.syscalls_by_name, proc.last.decompression_by_library,
+                    proc.last.kvm)
         fn.live.discard(proc.pid)
         del self._processes[proc.pid]
 
@@ -196,22 +199,23 @@ class Aggregator:
         sink = self._functions.get(EXITED)
         if sink is None:
             sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
-        _absorb(sink, fn.counters, fn.syscalls, fn.decompression)
+        _absorb(sink, fn.counters, fn.syscalls, fn.decompression, fn.kvm)
         sink.started += fn.started
         del self._functions[fn.name]
 
     def view(self) -> list[FunctionView]:
         views = []
         for fn in self._functions.values():
-            counters, syscalls, decomp = fn.counters, dict(fn.syscalls), dict(fn.decompression)
+            counters, syscalls, decomp, kvm = fn.counters, dict(fn.syscalls), dict(fn.decompression), fn.kvm
             for pid in fn.live:
                 last = self._processes[pid].last
                 if last is not None:
                     counters = counters + last.counters
+                    kvm = kvm + last.kvm
                     _accumulate(syscalls, last.syscalls_by_name)
                     _accumulate(decomp, last.decompression_by_library)
             views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), counters,
-                                      top_k(syscalls, self.top_syscalls), decomp, fn.started))
+                                      top_k(syscalls, self.top_syscalls), decomp, fn.started, kvm))
         return views
 
     def function_of(self, pid: int) -> str | None:
@@ -220,9 +224,10 @@ class Aggregator:
 
 
 def _absorb(fn: _Function, counters: Counters, syscalls: Mapping[str, CallStats],
-            decompression: Mapping[str, CallStats]) -> None:
+            decompression: Mapping[str, CallStats], kvm: KvmCalls | None = None) -> None:
     """Add finished figures to a function's own (exited processes, folded functions)."""
     fn.counters = fn.counters + counters
+    fn.kvm = fn.kvm + (kvm or KvmCalls())
     fn.syscalls = merge_calls(fn.syscalls, syscalls)
     fn.decompression = merge_calls(fn.decompression, decompression)
 

@@ -15,11 +15,29 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from profiler.errors import ConfigError
-from profiler.figures import CATEGORIES, DECOMPRESSION_BY_LIBRARY, FIGURES, SYSCALLS_BY_NAME, CallTable, Unit
+from profiler.figures import (
+    CATEGORIES,
+    DECOMPRESSION_BY_LIBRARY,
+    FIGURES,
+    KVM_TABLES,
+    SYSCALLS_BY_NAME,
+    CallTable,
+    Unit,
+)
 from profiler.files import read_json
-from profiler.model import NS_PER_SECOND, CallStats, Capture, Counters, HostInfo, ProcessSample, WorkloadSummary
+from profiler.model import (
+    NS_PER_SECOND,
+    CallStats,
+    Capture,
+    Counters,
+    HostInfo,
+    KvmCalls,
+    ProcessSample,
+    WorkloadSummary,
+)
 from profiler.tax.cost import Cost
 from profiler.tax.result import BaselineSummary, ProfileResult, RunRow, TaxSummary, WallSummary
+from profiler.tax.virtualization import virtualization_seconds, visibility
 
 CAPTURE_VERSION = 1
 
@@ -43,7 +61,7 @@ def _calls_json(table: CallTable, calls: Mapping[str, CallStats]) -> dict[str, d
 
 
 def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
-                  decompression: Mapping[str, CallStats]) -> dict[str, Any]:
+                  decompression: Mapping[str, CallStats], kvm: KvmCalls | None = None) -> dict[str, Any]:
     """The counter block shared by the workload and each process."""
     block: dict[str, Any] = {}
     for figure, raw in counters.items():
@@ -54,12 +72,23 @@ def counters_json(counters: Counters, syscalls: Mapping[str, CallStats],
     _put(block, ("decompression", "cpu_seconds"), _seconds(sum(s.cpu_ns for s in decomp)))
     _put(block, ("decompression", "calls"), sum(s.count for s in decomp))
     _put(block, DECOMPRESSION_BY_LIBRARY.json, _calls_json(DECOMPRESSION_BY_LIBRARY, decompression))
+    _kvm_json(block, counters, kvm or KvmCalls())
     return block
+
+
+def _kvm_json(block: dict[str, Any], counters: Counters, kvm: KvmCalls) -> None:
+    """The KVM block's tables, and which of its figures this host could measure."""
+    for table, calls in zip(KVM_TABLES, kvm.tables()):
+        _put(block, table.json, _calls_json(table, calls))
+    seen = visibility(counters)
+    _put(block, ("kvm", "measurable"), seen.as_json())
+    _put(block, ("kvm", "virtualization_seconds"), virtualization_seconds(counters))
+    _put(block, ("kvm", "virtualization_partial"), seen.partial)
 
 
 def _process_json(proc: ProcessSample) -> dict[str, Any]:
     return {"pid": proc.pid, "comm": proc.comm, "exited": proc.exited,
-            **counters_json(proc.counters, proc.syscalls_by_name, proc.decompression_by_library)}
+            **counters_json(proc.counters, proc.syscalls_by_name, proc.decompression_by_library, proc.kvm)}
 
 
 def capture_json(capture: Capture) -> dict[str, Any]:
@@ -82,7 +111,7 @@ def to_json(result: ProfileResult) -> dict[str, Any]:
                  "headers": result.host.headers, "cpu_model": result.host.cpu_model},
         "workload": {"wall_seconds": workload.wall_seconds, "processes": workload.processes,
                      **counters_json(workload.counters, workload.syscalls_by_name,
-                                     workload.decompression_by_library)},
+                                     workload.decompression_by_library, workload.kvm)},
         "per_process": [_process_json(p) for p in result.per_process],
         "map_update_failures": dict(result.map_update_failures),
     }
@@ -244,6 +273,9 @@ class _Reader:
                                        round(self.real(row, ("cpu_seconds",), f"{place}.{name}") * NS_PER_SECOND))
         return out
 
+    def kvm(self, block: Mapping[str, Any], where: str) -> KvmCalls:
+        return KvmCalls(*(self.calls(block, table, where) for table in KVM_TABLES))
+
     def floats(self, data: Mapping[str, Any], path: Sequence[str], where: str) -> dict[str, float]:
         place = ".".join([where, *path]).strip(".")
         out = {}
@@ -267,7 +299,8 @@ def from_json(data: Mapping[str, Any], source: str) -> ProfileResult:
                                processes=r.count(w, ("processes",), "workload"),
                                counters=r.counters(w, "workload"),
                                syscalls_by_name=r.calls(w, SYSCALLS_BY_NAME, "workload"),
-                               decompression_by_library=r.calls(w, DECOMPRESSION_BY_LIBRARY, "workload"))
+                               decompression_by_library=r.calls(w, DECOMPRESSION_BY_LIBRARY, "workload"),
+                               kvm=r.kvm(w, "workload"))
     per_process = []
     for i, proc in enumerate(r.listing(data, "per_process")):
         where = f"per_process[{i}]"
@@ -277,7 +310,8 @@ def from_json(data: Mapping[str, Any], source: str) -> ProfileResult:
             pid=r.count(proc, ("pid",), where), comm=r.text(proc, ("comm",), where), workload=1,
             exited=bool(proc.get("exited", False)), counters=r.counters(proc, where),
             syscalls_by_name=r.calls(proc, SYSCALLS_BY_NAME, where),
-            decompression_by_library=r.calls(proc, DECOMPRESSION_BY_LIBRARY, where)))
+            decompression_by_library=r.calls(proc, DECOMPRESSION_BY_LIBRARY, where),
+            kvm=r.kvm(proc, where)))
     command = r.listing(data, "command")
     host = r.mapping(data, ("host",))
     result = ProfileResult(

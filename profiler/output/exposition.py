@@ -24,6 +24,10 @@ from profiler.figures import (
     CATEGORIES,
     DECOMPRESSION_BY_LIBRARY,
     FIGURES,
+    KVM_EXITS_BY_REASON,
+    KVM_FIGURES,
+    KVM_TABLES,
+    KVM_USERSPACE_EXITS_BY_REASON,
     LABEL_CATEGORY,
     LABEL_FUNCTION,
     LABEL_KIND,
@@ -37,8 +41,10 @@ from profiler.figures import (
     CallTable,
     Family,
 )
+from profiler.attribution.rules import WorkloadKind
 from profiler.model import CallStats
 from profiler.tax.function_tax import TaxedFunction
+from profiler.tax.virtualization import KVM_GROUPS, Visibility, has_kvm_activity, visibility
 
 
 @dataclass(frozen=True)
@@ -140,14 +146,27 @@ def _number(value: float | int) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+# Whether this host measured a KVM figure of a VM (1 measured, 0.5 partial, 0
+# unavailable; figures with nothing to judge by are left out): a missing
+# figure is said, never shown as a zero that looks measured.
+KVM_MEASURED = Family("fntax_kvm_figure_measured",
+                      "KVM figures this host lets fntax measure for a VM: 1 measured, 0.5 partial, 0 unavailable "
+                      "(kvm_exit is silent on nested and PVM hosts).", "figure")
+_STATE_VALUE = {Visibility.MEASURED: 1.0, Visibility.PARTIAL: 0.5, Visibility.UNAVAILABLE: 0.0}
+
+
+def _tables() -> list[CallTable]:
+    return [SYSCALLS_BY_NAME, DECOMPRESSION_BY_LIBRARY, *(t for t in KVM_TABLES if t.family is not None)]
+
+
 def function_families() -> list[Family]:
     """Every per-function family, in exposition order (derived from the figure table)."""
     families: list[Family] = []
     for figure in FIGURES:
         if figure.family is not None and figure.family not in families:
             families.append(figure.family)
-    return [*families, SYSCALLS_BY_NAME.family, DECOMPRESSION_BY_LIBRARY.family, PROCESSES_STARTED,
-            TAX_SECONDS, TAX_DOLLARS]
+    tables = [t.family for t in _tables() if t.family is not None]
+    return [*families, *tables, KVM_MEASURED, PROCESSES_STARTED, TAX_SECONDS, TAX_DOLLARS]
 
 
 def _calls(table: CallTable, base: str, calls: Mapping[str, CallStats]) -> list[str]:
@@ -158,20 +177,46 @@ def _calls(table: CallTable, base: str, calls: Mapping[str, CallStats]) -> list[
     return lines
 
 
+def _name(table: CallTable) -> str:
+    assert table.family is not None
+    return table.family.name
+
+
+# Which visibility group (profiler.tax.virtualization) a KVM figure's series belongs to.
+_GROUP_OF: dict[str, str] = {"kvm_exit_ns": "exit_seconds", "kvm_userspace_ns": "userspace_exit_seconds",
+                             "vcpu_wait_ns": "vcpu_wait"}
+
+
 def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
     """The per-function families in the Prometheus text format."""
     lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
     for taxed in functions:
         view = taxed.view
         base = f'{LABEL_FUNCTION}="{_escape(view.function)}",{LABEL_KIND}="{view.kind.value}"'
+        # KVM series only for VMs (or a process that did KVM): bounded series per function.
+        kvm = view.kind is WorkloadKind.VM or has_kvm_activity(view.counters) or bool(view.kvm)
+        seen = visibility(view.counters)
         for figure, raw in view.counters.items():
-            if figure.family is None:
+            if figure.family is None or (figure in KVM_FIGURES and not kvm):
                 continue
+            if figure in KVM_FIGURES and seen.states.get(_GROUP_OF.get(figure.field, ""), None) \
+                    is Visibility.UNAVAILABLE:
+                continue  # not measurable here: no series rather than a zero
             labels = base if figure.label_value is None else f'{base},{figure.family.label}="{figure.label_value}"'
             lines[figure.family.name].append(f"{{{labels}}} {_number(figure.value(raw))}")
-        lines[SYSCALLS_BY_NAME.family.name] += _calls(SYSCALLS_BY_NAME, base, view.syscalls_by_name)
-        lines[DECOMPRESSION_BY_LIBRARY.family.name] += _calls(DECOMPRESSION_BY_LIBRARY, base,
-                                                              view.decompression_by_library)
+        lines[_name(SYSCALLS_BY_NAME)] += _calls(SYSCALLS_BY_NAME, base, view.syscalls_by_name)
+        lines[_name(DECOMPRESSION_BY_LIBRARY)] += _calls(DECOMPRESSION_BY_LIBRARY, base,
+                                                         view.decompression_by_library)
+        if kvm:
+            lines[_name(KVM_EXITS_BY_REASON)] += _calls(KVM_EXITS_BY_REASON, base, view.kvm.exits_by_reason)
+            lines[_name(KVM_USERSPACE_EXITS_BY_REASON)] += _calls(KVM_USERSPACE_EXITS_BY_REASON, base,
+                                                                  view.kvm.userspace_exits_by_reason)
+            for group in KVM_GROUPS:
+                state = seen.states.get(group)
+                if state in _STATE_VALUE:
+                    assert state is not None
+                    lines[KVM_MEASURED.name].append(f'{{{base},{KVM_MEASURED.label}="{group}"}} '
+                                                    f"{_STATE_VALUE[state]!r}")
         lines[PROCESSES_STARTED.name].append(f"{{{base}}} {view.processes_started}")
         for category in CATEGORIES:
             lines[TAX_SECONDS.name].append(

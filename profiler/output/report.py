@@ -6,9 +6,10 @@ share a row, each shown through its own text template.
 
 from __future__ import annotations
 
-from profiler.figures import CATEGORIES, FIGURES, ROW_TITLES, Unit
+from profiler.figures import CATEGORIES, FIGURES, KVM_FIGURES, ROW_TITLES, Unit
 from profiler.model import Capture, Counters
 from profiler.tax.result import ProfileResult
+from profiler.tax.virtualization import has_kvm_activity
 
 PERCENTILE_KEYS = ("p20", "p40", "p60", "p80", "p99", "mean")
 
@@ -23,7 +24,10 @@ def fmt_seconds(seconds: float) -> str:
 
 def _counter_rows(counters: Counters) -> list[tuple[str, str]]:
     rows: dict[str, list[str]] = {}
+    kvm = has_kvm_activity(counters)
     for figure, raw in counters.items():
+        if figure in KVM_FIGURES and not kvm:
+            continue  # no VM here: no KVM row
         value = figure.value(raw)
         shown = fmt_seconds(float(value)) if figure.unit is Unit.NANOSECONDS else f"{int(value):,}"
         rows.setdefault(figure.json[0], []).append(figure.text.format(shown))

@@ -53,3 +53,15 @@ def ensure_tracefs() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     if not (TRACEFS / "events").is_dir():
         raise EnvironmentProblem(f"tracefs is not mounted at {TRACEFS} and mounting it failed")
+
+
+# Tracepoints probes/kvm.bpf.c attaches to (the kvm ones exist only while the
+# kvm module is loaded).
+KVM_TRACEPOINTS: tuple[str, ...] = ("kvm/kvm_exit", "kvm/kvm_entry", "kvm/kvm_userspace_exit", "kvm/kvm_pio",
+                                    "kvm/kvm_mmio", "kvm/kvm_vcpu_wakeup", "syscalls/sys_enter_ioctl",
+                                    "syscalls/sys_exit_ioctl")
+
+
+def kvm_tracepoints_missing(tracefs: Path = TRACEFS) -> list[str]:
+    """The kvm family's tracepoints this kernel lacks (all of kvm's when kvm is not loaded)."""
+    return [name for name in KVM_TRACEPOINTS if not (tracefs / "events" / name).is_dir()]

@@ -136,6 +136,11 @@ class ProcFS:
                     return None
         return None
 
+    def comm(self, pid: int | str) -> str | None:
+        """/proc/PID/comm (the task's name, up to 15 bytes)."""
+        text = self._text(self._pid_dir(pid) / "comm")
+        return None if text is None else text.rstrip("\n")
+
     def argv(self, pid: int | str) -> list[str] | None:
         """The command line as its arguments; [] for kernel threads (and zombies)."""
         data = self._read(self._pid_dir(pid) / "cmdline")

@@ -23,7 +23,10 @@ probes), the tax categories and the CPU-share wait:
   and stays run-queue tax.
 * ``interrupts``: hardirq + softirq time charged to the task. Measured.
 * ``decompression``: on-CPU time inside decompressor entry points. Measured.
-* ``virtualization``: VM exits (0 until fntax follows microVMs).
+* ``virtualization``: VM exits of a VM monitor, exit to re-entry, halts
+  excluded; where kvm_exit is silent (nested/PVM hosts), the exits that reach
+  the VM monitor only, and said to be partial (profiler/tax/virtualization.py).
+  The guest's own time inside KVM_RUN is its work, not syscall time.
 
 **Wall view** (what is billed). The workload's timeline splits its wall time
 exactly into busy (a task on a CPU), waiting (none on a CPU, some runnable)
@@ -59,7 +62,9 @@ from profiler.figures import (
     Figure,
     Unit,
 )
+from profiler.figures import KVM_GUEST_TIME
 from profiler.model import NS_PER_SECOND, Counters, Timeline, WorkloadSummary
+from profiler.tax.virtualization import virtualization_seconds as kvm_virtualization_seconds
 
 __all__ = ["CATEGORIES", "HostCosts", "Tax", "WallTax", "BaremetalBaseline", "compute_tax", "wall_tax",
            "baremetal", "observer_seconds"]
@@ -177,7 +182,7 @@ def _category_count(counters: Counters, category: str) -> int:
 
 def compute_tax(workload: WorkloadSummary, costs: HostCosts,
                 probe_mean_ns: Mapping[str, float] | None = None,
-                virtualization_seconds: float = 0.0, quota: bool = False,
+                virtualization_seconds: float | None = None, quota: bool = False,
                 throttled_seconds: float = 0.0) -> Tax:
     """The CPU view of a workload's tax.
 
@@ -194,7 +199,8 @@ def compute_tax(workload: WorkloadSummary, costs: HostCosts,
     observer, observer_in_syscalls = observer_seconds(c, probe_mean_ns or {})
     oncpu = float(c.value(ONCPU))
     switches = _category_count(c, "context_switches")
-    syscall_cpu = max(0, c[SYSCALL_TIME] - c[SYSCALL_BLOCKED]) / NS_PER_SECOND
+    # A VM monitor's KVM_RUN ioctls are the guest running, not syscall work (KVM section).
+    syscall_cpu = max(0, c[SYSCALL_TIME] - c[SYSCALL_BLOCKED] - c[KVM_GUEST_TIME]) / NS_PER_SECOND
     faults_outside_decoders = max(0, _category_count(c, "page_faults") - c[FAULTS_IN_DECODER])
     by_category = {
         "syscalls": max(0.0, syscall_cpu - c[VOLUNTARY_SWITCHES] * costs.context_switch - observer_in_syscalls),
@@ -203,7 +209,8 @@ def compute_tax(workload: WorkloadSummary, costs: HostCosts,
         "runqueue_wait": runqueue - share_wait,
         "interrupts": _category_seconds(c, "interrupts"),
         "decompression": sum(s.cpu_ns for s in workload.decompression_by_library.values()) / NS_PER_SECOND,
-        "virtualization": virtualization_seconds,
+        "virtualization": (kvm_virtualization_seconds(c) if virtualization_seconds is None
+                           else virtualization_seconds),
     }
     own_work = oncpu - observer - sum(by_category[name] for name in ONCPU_CATEGORIES)
     scale = 1.0

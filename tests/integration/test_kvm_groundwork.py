@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.guests.build import build_boot_sector, build_pvh_elf  # noqa: E402
+from profiler.system.guest_image import build_boot_sector, build_pvh_elf  # noqa: E402
 from tests.guests.kvm_probe import KvmFigures, KvmProbe  # noqa: E402
-from tests.guests.run import qemu_command, start_vm, why_no_vm  # noqa: E402
+from profiler.system.guest_vm import qemu_command, start_vm, why_no_vm  # noqa: E402
 
 pytestmark = [pytest.mark.kvm, pytest.mark.bpf]
 
@@ -169,7 +169,7 @@ def _check_against_perf(probe: KvmProbe, tmp_path: Path) -> None:
 
 def test_a_live_qemu_is_named_by_its_name_option(tmp_path: Path) -> None:
     """vm_naming on the real /proc of a running QEMU (the fixtures' shapes, checked live)."""
-    from tests.guests.vm_naming import IdSource, Monitor, identify_vm, read_process_facts
+    from profiler.attribution.vm import IdSource, Monitor, identify_vm, read_process_facts
 
     image = tmp_path / "long.elf"
     spec = build_pvh_elf(image, 100, spin=20_000)

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.guests import build  # noqa: E402
-from tests.guests.build import (  # noqa: E402
+from profiler.system import guest_image as build  # noqa: E402
+from profiler.system.guest_image import (  # noqa: E402
     BIOS_TICKS_ADDRESS, ISA_DEBUG_EXIT_PORT, PVH_LOAD_ADDRESS, XEN_ELFNOTE_PHYS32_ENTRY,
     build_boot_sector, build_pvh_elf, boot_sector_bytes, boot_sector_code, pvh_code, pvh_elf_bytes,
     qemu_exit_status,
 )
-from tests.guests.run import qemu_command  # noqa: E402
+from profiler.system.guest_vm import qemu_command  # noqa: E402
 
 
 def execute(code: bytes, bits: int, max_steps: int = 10_000_000) -> tuple[list[tuple[int, int]], int]:
@@ -221,7 +221,7 @@ def test_qemu_command_lines() -> None:
 
 # ---- VM naming (tests/guests/vm_naming.py) on real-shaped /proc fixture trees ----
 
-from tests.guests.vm_naming import (  # noqa: E402
+from profiler.attribution.vm import (  # noqa: E402
     FIRECRACKER_DEFAULT_ID, MONITORS, IdSource, Monitor, ProcessFacts, identify_vm, read_process_facts, vcpu_index,
 )
 
@@ -350,30 +350,29 @@ def test_table_is_ordered_and_vcpu_names() -> None:
 KVM_EXIT_FORMAT = Path("/sys/kernel/tracing/events/kvm/kvm_exit/format")
 
 
-def test_kvm_probe_reason_names() -> None:
-    from tests.guests.kvm_probe import (
-        UEXIT_ERROR, VMX_EXIT_REASONS, declarations, exit_reason_name, userspace_exit_name,
+def test_kvm_slot_names() -> None:
+    from profiler.bpf.contracts import load_header
+    from profiler.bpf.kvm_names import (
+        PORT_BUCKETS, VMX_EXIT_REASONS, exit_reason_name, split_slot, userspace_exit_name,
     )
     assert exit_reason_name(30) == "io_instruction" and exit_reason_name(12) == "hlt"
     assert exit_reason_name(95) == "other" and exit_reason_name(5) == "other"
-    assert userspace_exit_name(2) == "io" and userspace_exit_name(UEXIT_ERROR) == "error"
+    assert userspace_exit_name(2) == "io" and userspace_exit_name(47) == "error"
     assert userspace_exit_name(45) == "other"
     assert len(VMX_EXIT_REASONS) == len(set(VMX_EXIT_REASONS.values()))
-    assert {name for name, *_ in declarations()} == {"kvm_procs", "kvm_threads", "kvm_cpu", "kvm_errors"}
-
-
-def test_kvm_probe_mirrors_match_the_c_structs() -> None:
-    """ctypes mirrors vs. the struct members in probes/kvm.bpf.c, by name and order (no compiler)."""
-    import re
-
-    from tests.guests.kvm_probe import KVM_PROBE, KvmCounters, KvmCpu, KvmProc, KvmThread
-    text = KVM_PROBE.read_text()
-    for struct_name, mirror in (("fntax_kvm_counters", KvmCounters), ("fntax_kvm_proc", KvmProc),
-                                ("fntax_kvm_thread", KvmThread), ("fntax_kvm_cpu", KvmCpu)):
-        body = re.search(r"struct %s \{(.*?)\n\};" % struct_name, text, re.S)
-        assert body, struct_name
-        members = re.findall(r"^\s+(?:struct \w+|u64|u32|char)\s+(\w+)(?:\[\w+\])?;", body.group(1), re.M)
-        assert members == [f[0] for f in mirror._fields_], struct_name
+    header = load_header()
+    uexit, port = header.define("FNTAX_KVM_UEXIT_BASE"), header.define("FNTAX_KVM_PORT_BASE")
+    assert uexit == header.define("FNTAX_KVM_EXIT_SLOTS")
+    assert port == uexit + header.define("FNTAX_KVM_UEXIT_SLOTS")
+    assert header.define("FNTAX_KVM_SLOTS") == port + len(PORT_BUCKETS) == port + header.define("FNTAX_KVM_PORT_BUCKETS")
+    assert split_slot(30) == (0, "io_instruction")
+    assert split_slot(uexit + 2) == (1, "io") and split_slot(port + 1) == (2, "post")
+    bucket_enum = header.enums.get("fntax_kvm_port_bucket")
+    assert bucket_enum is None  # declared in kvm.bpf.c, checked below
+    from profiler.bpf.contracts import family_path, parse_header
+    names = parse_header(family_path("kvm").read_text(), "kvm.bpf.c").enum("fntax_kvm_port_bucket")
+    assert [n.removeprefix("FNTAX_PORT_").lower() for n, _ in sorted(names.items(), key=lambda kv: kv[1])] \
+        == list(PORT_BUCKETS)
 
 
 @pytest.mark.skipif(not (KVM_EXIT_FORMAT.exists() and os.access(KVM_EXIT_FORMAT, os.R_OK)),
@@ -381,7 +380,7 @@ def test_kvm_probe_mirrors_match_the_c_structs() -> None:
 def test_vmx_names_match_the_running_kernel() -> None:
     import re
 
-    from tests.guests.kvm_probe import VMX_EXIT_REASONS
+    from profiler.bpf.kvm_names import VMX_EXIT_REASONS
     fmt = KVM_EXIT_FORMAT.read_text()
     vmx_part = fmt[fmt.index("__print_symbolic(REC->exit_reason & 0xffff"):fmt.index(": __print_symbolic(REC->exit_reason,")]
     assert {int(n): name.lower() for n, name in re.findall(r'\{ (\d+), "(\w+)" \}', vmx_part)} == VMX_EXIT_REASONS

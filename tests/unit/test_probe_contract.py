@@ -157,7 +157,8 @@ def test_figure_table_mismatch_names_the_member() -> None:
 
 def test_enums_come_from_the_header() -> None:
     header = load_header()
-    assert map_error_names(header) == {0: "tasks", 1: "procs", 2: "proc_syscalls", 3: "decomp_active", 4: "decomp"}
+    assert map_error_names(header) == {0: "tasks", 1: "procs", 2: "proc_syscalls", 3: "decomp_active", 4: "decomp",
+                                       5: "proc_kvm"}
     assert event_types(header) == {"fork": 1, "exec": 2, "exit": 3}
     ids, first_extra, last = decompressor_ids(header)
     assert ids["liblzma"] == 2 and ids["libz"] == 0 and first_extra == 5 and last == 12

@@ -100,7 +100,7 @@ class _Asm:
         for item in self._items:
             if isinstance(item, bytes):
                 out += item
-            elif item[0] == "branch":
+            elif len(item) == 3:
                 _, opcode, target = item
                 rel = labels[str(target)] - (len(out) + 2)
                 if not -128 <= rel <= 127:

@@ -1,6 +1,6 @@
-"""Recognise VM monitors and name each VM by its id (pure: no /proc, no profiler).
+"""Recognise VM monitors and name each VM by its id.
 
-`identify_vm(facts)` takes what /proc says about one process (comm, argv,
+`identify_vm(facts)` (pure) takes what /proc says about one process (comm, argv,
 cgroup lines, its threads' names) and returns a `VmIdentity` or None when the
 process is not a VM monitor. Monitors are found by an ordered table of
 patterns (Kepler's `internal/resource` style, plus Firecracker and its jailer,
@@ -26,9 +26,11 @@ vCPU threads by name: firecracker `fc_vcpu N`, QEMU `CPU N/KVM` (with
 debug-threads=on; otherwise all threads share the process name), cloud-
 hypervisor `vcpuN`, crosvm `crosvm_vcpuN`.
 
-`read_process_facts(proc_root, pid)` is a thin reader for a /proc-shaped tree
-(the tests' fixtures under tests/fixtures/vm/); the integrators replace it with
-fntax's one procfs reader.
+`read_vm_facts(pid, proc)` reads those facts through fntax's one /proc reader
+(profiler.system.procfs; the tests point it at the fixtures under
+tests/fixtures/vm/). Every thread of a VM monitor (vCPU, I/O, API threads)
+belongs to the VM: attribution is per process, and its figures are the sum
+of its threads'.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
+
+from profiler.system.procfs import DEFAULT, ProcFS
 
 
 class Monitor(enum.Enum):
@@ -243,15 +247,21 @@ def identify_vm(facts: ProcessFacts) -> VmIdentity | None:
     return VmIdentity(row.monitor, vm_id, source, machine, jailed, tuple(vcpus))
 
 
+def read_vm_facts(pid: int, proc: ProcFS = DEFAULT) -> ProcessFacts | None:
+    """comm, argv, cgroup lines and thread names of one process; None once it is gone."""
+    comm = proc.comm(pid)
+    argv = proc.argv(pid)
+    if comm is None or argv is None:
+        return None
+    cgroups = proc.cgroups(pid) or []
+    lines = tuple(f"{e.hierarchy}:{','.join(e.controllers)}:{e.path}" for e in cgroups)
+    threads = tuple(t.comm for t in proc.threads(pid) or [])
+    return ProcessFacts(comm, tuple(argv), lines, threads)
+
+
 def read_process_facts(proc_root: Path, pid: int) -> ProcessFacts:
-    """Read comm, cmdline, cgroup and task/*/comm of one process under a /proc-shaped root."""
-    base = proc_root / str(pid)
-    comm = (base / "comm").read_text().rstrip("\n")
-    raw = (base / "cmdline").read_bytes()
-    cmdline = tuple(part.decode(errors="replace") for part in raw.split(b"\0")[:-1]) if raw else ()
-    cgroup = base / "cgroup"
-    cgroup_lines = tuple(cgroup.read_text().splitlines()) if cgroup.exists() else ()
-    task = base / "task"
-    threads = tuple((t / "comm").read_text().rstrip("\n")
-                    for t in sorted(task.iterdir(), key=lambda p: int(p.name))) if task.is_dir() else ()
-    return ProcessFacts(comm, cmdline, cgroup_lines, threads)
+    """The facts of one process under a /proc-shaped root (fixtures); FileNotFoundError if absent."""
+    facts = read_vm_facts(pid, ProcFS(proc_root))
+    if facts is None:
+        raise FileNotFoundError(f"{proc_root}/{pid}")
+    return facts

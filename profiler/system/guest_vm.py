@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .build import ISA_DEBUG_EXIT_PORT
+from profiler.system.guest_image import ISA_DEBUG_EXIT_PORT
 
 QEMU = "qemu-system-x86_64"
 KINDS = ("bios", "microvm")
