@@ -9,7 +9,7 @@ N / (wall(N writes) - wall(0 writes)): the same VM boot is subtracted, so
 only the exits are timed. Side by side in one run: each round measures all
 three conditions (no probe; the default build, which returns 0 and so hides
 the kvm events from perf; the build that passes them on) back to back in a rotating order, by
-attaching and detaching the already loaded probes; each figure is the median
+loading the whole fntax module (every family) and tracking the VM; each figure is the median
 over the rounds. "+us/exit" is the probe's added host time per guest write,
 i.e. per PIO exit to QEMU (kvm_pio + kvm_userspace_exit + the KVM_RUN ioctl).
 """
@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,21 +28,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from profiler.system.guest_image import build_pvh_elf  # noqa: E402
-from tests.guests.kvm_probe import KvmProbe  # noqa: E402
-from profiler.system.guest_vm import run_vm, why_no_vm  # noqa: E402
+from profiler.bpf.probes import KernelProbes, ProbeOptions  # noqa: E402
+from profiler.figures import KVM_PIO_OUT  # noqa: E402
+from profiler.system.guest_vm import start_vm, stop_vm, why_no_vm  # noqa: E402
 
 
-def _wall(image: Path, expected: int) -> float:
-    status, wall, err = run_vm(image, "kvm-exit-cost", "microvm", timeout=300)
-    if status != expected:
-        raise SystemExit(f"guest exited {status}, expected {expected}: {err.strip()}")
-    return wall
+def _wall(image: Path, expected: int, probes: KernelProbes | None) -> float:
+    started = time.monotonic()
+    vm = start_vm(image, "kvm-exit-cost", "microvm")
+    try:
+        if probes is not None:
+            probes.track(vm.pid, workload=1, tree=True)  # the VM as fntax follows it: a tracked workload
+        _, err = vm.communicate(timeout=300)
+    finally:
+        stop_vm(vm)
+    if vm.returncode != expected:
+        raise SystemExit(f"guest exited {vm.returncode}, expected {expected}: {(err or b'').decode().strip()}")
+    return time.monotonic() - started
 
 
-def seconds_per_write(empty: Path, full: Path, writes: int, expected: int) -> float:
+def seconds_per_write(empty: Path, full: Path, writes: int, expected: int,
+                      probes: KernelProbes | None = None) -> float:
     """One pair: the same VM with N writes and with none; the difference per write."""
-    base = _wall(empty, expected)
-    loaded = _wall(full, expected)
+    base = _wall(empty, expected, probes)
+    loaded = _wall(full, expected, probes)
     return max(loaded - base, 1e-9) / writes
 
 
@@ -54,37 +64,31 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"kvm_exit_cost: skipped: {reason}", file=sys.stderr)
         return 0
-    labels = ("without probe", "kvm.bpf.c (default)", "kvm.bpf.c -DFNTAX_KVM_PASS_TO_PERF=1")
+    labels = ("without fntax", "fntax (default)", "fntax, kvm_pass_to_perf")
+    options = {labels[1]: ProbeOptions(measure_probe_costs=False),
+               labels[2]: ProbeOptions(measure_probe_costs=False, kvm_pass_to_perf=True)}
     costs: dict[str, list[float]] = {label: [] for label in labels}
+    counted = {label: 0 for label in labels[1:]}
     with tempfile.TemporaryDirectory() as tmp:
         empty, full = Path(tmp) / "empty.elf", Path(tmp) / "full.elf"
         spec = build_pvh_elf(full, args.writes)
         build_pvh_elf(empty, 0)
-        # Both builds loaded up front, then attached one at a time: every round
-        # measures all three conditions back to back, in a rotating order.
-        probes = {labels[1]: KvmProbe(), labels[2]: KvmProbe(cflags=("-DFNTAX_KVM_PASS_TO_PERF=1",))}
-        try:
-            for probe in probes.values():
-                probe.detach()
-            for round_no in range(args.runs):
-                order = labels[round_no % 3:] + labels[:round_no % 3]
-                for label in order:
-                    probe = probes.get(label)
-                    if probe:
-                        probe.attach()
-                    try:
-                        costs[label].append(seconds_per_write(empty, full, args.writes, spec.exit_status))
-                    finally:
-                        if probe:
-                            probe.detach()
-            for label, probe in probes.items():
-                counted = sum(f.pio_ports.get("post", 0) for f in probe.snapshot().values())
-                if counted < args.writes * args.runs:
-                    raise SystemExit(f"{label}: probe counted {counted} post-port writes, "
-                                     f"expected at least {args.writes * args.runs}")
-        finally:
-            for probe in probes.values():
-                probe.close()
+        # Every round measures all three conditions back to back, in a
+        # rotating order; the whole module (every family) is loaded for the
+        # fntax conditions, as `fntax profile` loads it, and the VM tracked.
+        for round_no in range(args.runs):
+            order = labels[round_no % 3:] + labels[:round_no % 3]
+            for label in order:
+                if label not in options:
+                    costs[label].append(seconds_per_write(empty, full, args.writes, spec.exit_status))
+                    continue
+                with KernelProbes(options[label]) as probes:
+                    costs[label].append(seconds_per_write(empty, full, args.writes, spec.exit_status, probes))
+                    counted[label] += sum(p.counters[KVM_PIO_OUT] for p in probes.snapshot().processes)
+        for label, pio in counted.items():
+            if pio < args.writes * args.runs:
+                raise SystemExit(f"{label}: probe counted {pio} port writes, "
+                                 f"expected at least {args.writes * args.runs}")
 
     base_cost = statistics.median(costs[labels[0]])
     print(f"guest port writes per second (-M microvm PVH guest, {args.writes} writes to port 0x80, "

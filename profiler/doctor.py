@@ -186,10 +186,60 @@ def run_checks() -> DoctorReport:
     add("kvm", _try(_kvm))
     add("cgroup", _try(_cgroup))
     report = DoctorReport(tuple(checks), (), headers)
-    return DoctorReport(tuple(checks), derive_figures(report), headers)
+    kvm_rows: tuple[FigureSupport, ...] = ()
+    if can_load and report.ok("kvm") and (TRACEFS / "events" / "kvm").is_dir():
+        ran, detail, kvm_rows = _kvm_trial()
+        add("kvm trial", (ran, detail))
+    else:
+        add("kvm trial", (False, "not tried (needs root, bcc, tracefs, /dev/kvm and the kvm tracepoints)"))
+    report = DoctorReport(tuple(checks), (), headers)
+    return DoctorReport(tuple(checks), derive_figures(report, kvm_rows), headers)
 
 
-def derive_figures(report: DoctorReport) -> tuple[FigureSupport, ...]:
+# Doctor's words for the KVM figure groups (profiler.tax.virtualization.KVM_GROUPS).
+_KVM_ROWS = {
+    "exits": ("KVM exits by reason", "kvm:kvm_exit", "kvm_exit never fired for the trial guest (nested/PVM host)"),
+    "exit_seconds": ("KVM exit time", "kvm:kvm_exit -> kvm:kvm_entry", "kvm_exit/kvm_entry silent"),
+    "userspace_exits": ("KVM exits to the VM monitor", "kvm:kvm_userspace_exit", "none seen"),
+    "userspace_exit_seconds": ("KVM exit time in the VM monitor", "userspace exit -> next kvm_entry or KVM_RUN",
+                               "none seen"),
+    "pio": ("port I/O exits by bucket", "kvm:kvm_pio", "none seen"),
+    "mmio": ("MMIO exits", "kvm:kvm_mmio", "the trial guest makes none"),
+    "halts": ("guest halts (idle, not tax)", "kvm:kvm_vcpu_wakeup", "the trial guest does not halt"),
+    "vcpu_wait": ("vCPU run-queue wait", "sched:sched_switch of vCPU threads", ""),
+    "virtualization": ("virtualization tax", "exit time", "exits reaching the VM monitor only"),
+}
+
+
+def _kvm_trial() -> tuple[bool, str, tuple[FigureSupport, ...]]:
+    """Boot a tiny guest for a moment; each KVM figure measured, partial or unavailable."""
+    from profiler.bpf.kvm_trial import run_trial
+    from profiler.tax.virtualization import Visibility, visibility
+
+    try:
+        with _quiet_stderr():
+            trial = run_trial()
+    except Exception as err:  # a check reports, never raises
+        return False, f"{type(err).__name__}: {err}", ()
+    if not trial.ran:
+        return False, trial.detail, ()
+    seen = visibility(trial.counters)
+    rows = []
+    for group, state in seen.states.items():
+        name, how, why_not = _KVM_ROWS[group]
+        if state is Visibility.MEASURED:
+            rows.append(FigureSupport(name, "measured", how))
+        elif state is Visibility.PARTIAL:
+            rows.append(FigureSupport(name, "partial", why_not))
+        else:
+            rows.append(FigureSupport(name, "unavailable" if state is Visibility.UNAVAILABLE else "not seen",
+                                      why_not))
+    post = trial.kvm.pio_by_port.get("post")
+    detail = f"{trial.detail}; {post.count if post else 0} of {trial.writes} port writes seen"
+    return True, detail, tuple(rows)
+
+
+def derive_figures(report: DoctorReport, kvm_rows: tuple[FigureSupport, ...] = ()) -> tuple[FigureSupport, ...]:
     """What each reported figure rests on, given the host's capabilities."""
     ok = report.ok
     base = ok("root") and ok("bcc") and ok("tracefs")
@@ -214,9 +264,9 @@ def derive_figures(report: DoctorReport) -> tuple[FigureSupport, ...]:
             "estimated", "fault count x calibrated fault cost (no kprobes)"),
         fig("context-switch time (tax)", False, "", "estimated", "switch count x calibrated switch cost"),
         fig("observer cost", base and ok("bpf stats"), "kernel BPF run-time statistics"),
-        fig("KVM exits", base and ok("kvm") and (TRACEFS / "events" / "kvm").is_dir(), "kvm tracepoints",
-            "unavailable", "no KVM or no kvm tracepoints"),
-    )
+    ) + (kvm_rows or (FigureSupport("KVM figures", "unavailable",
+                                    "no KVM trial: " + next((c.detail for c in report.checks
+                                                             if c.name == "kvm trial"), "not tried")),))
 
 
 def render(report: DoctorReport) -> str:

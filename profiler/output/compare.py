@@ -5,10 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from profiler.figures import CATEGORIES, SYSCALLS, ONCPU
+from profiler.figures import (
+    CATEGORIES,
+    KVM_EXIT_TIME,
+    KVM_EXITS,
+    KVM_GUEST_TIME,
+    KVM_USERSPACE_EXITS,
+    KVM_USERSPACE_TIME,
+    ONCPU,
+    SYSCALLS,
+    VCPU_WAIT,
+    Figure,
+)
 from profiler.output.capture_json import read_capture
 from profiler.output.report import fmt_seconds
 from profiler.tax.result import ProfileResult
+from profiler.tax.virtualization import exits_visible, has_kvm_activity
 
 Loaded = Sequence[tuple[str, ProfileResult]]
 Value = float | str | None
@@ -52,7 +64,31 @@ def _rows() -> list[Row]:
         ("baseline duration", lambda r: r.baseline.seconds if r.baseline else None, "s"),
         ("baseline $ per million", lambda r: r.cost.baseline_per_million_dollars if r.cost else None, "$"),
     ]
-    return rows
+    return rows + _kvm_rows()
+
+
+def _kvm_getter(figure: Figure, needs_exits: bool = False) -> Callable[[ProfileResult], Value]:
+    """A KVM figure per invocation; '-' for a capture with no VM, 'n/a' where this host cannot see it."""
+    def get(r: ProfileResult) -> Value:
+        c = r.workload.counters
+        if not has_kvm_activity(c):
+            return None
+        if needs_exits and not exits_visible(c):
+            return "n/a"
+        return r.per_invocation(float(c.value(figure)))
+    return get
+
+
+def _kvm_rows() -> list[Row]:
+    """A VM's own figures (shown when a capture is of a VM monitor)."""
+    return [
+        ("KVM exits", _kvm_getter(KVM_EXITS, True), "n"),
+        ("  exit time", _kvm_getter(KVM_EXIT_TIME, True), "s"),
+        ("exits to the VM monitor", _kvm_getter(KVM_USERSPACE_EXITS), "n"),
+        ("  their time", _kvm_getter(KVM_USERSPACE_TIME), "s"),
+        ("guest on CPU", _kvm_getter(KVM_GUEST_TIME), "s"),
+        ("vCPU wait", _kvm_getter(VCPU_WAIT), "s"),
+    ]
 
 
 def _fmt(value: Value, kind: str) -> str:

@@ -6,10 +6,10 @@ share a row, each shown through its own text template.
 
 from __future__ import annotations
 
-from profiler.figures import CATEGORIES, FIGURES, KVM_FIGURES, ROW_TITLES, Unit
+from profiler.figures import CATEGORIES, FIGURES, KVM_EXIT_TIME, KVM_EXITS, KVM_FIGURES, ROW_TITLES, Unit
 from profiler.model import Capture, Counters
 from profiler.tax.result import ProfileResult
-from profiler.tax.virtualization import has_kvm_activity
+from profiler.tax.virtualization import exits_visible, has_kvm_activity
 
 PERCENTILE_KEYS = ("p20", "p40", "p60", "p80", "p99", "mean")
 
@@ -28,6 +28,11 @@ def _counter_rows(counters: Counters) -> list[tuple[str, str]]:
     for figure, raw in counters.items():
         if figure in KVM_FIGURES and not kvm:
             continue  # no VM here: no KVM row
+        if figure in (KVM_EXITS, KVM_EXIT_TIME) and kvm and not exits_visible(counters):
+            if figure is KVM_EXITS:  # not measurable here: said, not shown as zeros
+                rows.setdefault(figure.json[0], []).append(
+                    "exits n/a (kvm_exit silent on this host: virtualization tax partial);")
+            continue
         value = figure.value(raw)
         shown = fmt_seconds(float(value)) if figure.unit is Unit.NANOSECONDS else f"{int(value):,}"
         rows.setdefault(figure.json[0], []).append(figure.text.format(shown))
