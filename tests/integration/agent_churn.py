@@ -129,19 +129,21 @@ binary, calls, functions, count, seconds = sys.argv[1], sys.argv[2], sys.argv[3]
 base = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
 started = ok = 0
 per_function = {}
+pids = []
 deadline = time.monotonic() + seconds
 i = 0
 while (count <= 0 or started < count) and time.monotonic() < deadline:
     name = functions[i % len(functions)]
     i += 1
     pid = os.posix_spawn(binary, [binary, "/dev/null", "syscalls", calls],
-                         {**base, "AWS_LAMBDA_FUNCTION_NAME": name})
+                         {"AWS_LAMBDA_FUNCTION_NAME": name, **base})
     started += 1
+    pids.append(pid)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) == 0:
         ok += 1
         per_function[name] = per_function.get(name, 0) + 1
-print(json.dumps({"started": started, "ok": ok, "per_function": per_function}))
+print(json.dumps({"started": started, "ok": ok, "per_function": per_function, "pids": pids}))
 '''
 
 
@@ -151,6 +153,12 @@ class ChurnResult:
     ok: int
     per_function: dict[str, int]
     seconds: float
+    pids: list[int]
+
+    @property
+    def reused_pids(self) -> int:
+        """Spawns that got a pid an earlier spawn of this churn already had."""
+        return len(self.pids) - len(set(self.pids))
 
 
 def churn(binary: Path, calls: int, generators: list[list[str]], count: int = 0,
@@ -162,12 +170,14 @@ def churn(binary: Path, calls: int, generators: list[list[str]], count: int = 0,
              for names in generators]
     started = ok = 0
     per_function: dict[str, int] = {}
+    pids: list[int] = []
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 120)
         assert proc.returncode == 0
         report = json.loads(out)
         started += report["started"]
         ok += report["ok"]
+        pids += report["pids"]
         for name, n in report["per_function"].items():
             per_function[name] = per_function.get(name, 0) + n
-    return ChurnResult(started, ok, per_function, time.monotonic() - began)
+    return ChurnResult(started, ok, per_function, time.monotonic() - began, pids)
