@@ -4,7 +4,7 @@ VENV := .venv
 FNTAX := $(VENV)/bin/fntax
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test unit integration bench typecheck clean
+.PHONY: bootstrap demo test unit integration bench typecheck clean soak
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -20,6 +20,10 @@ unit: bootstrap
 
 integration: bootstrap
 	$(PY) -m pytest -q tests/integration
+
+# The long churn soak (5 minutes); `make test` runs a 45 s variant.
+soak: bootstrap
+	FNTAX_SOAK_SECONDS=300 $(PY) -m pytest -q -s -p no:cacheprovider tests/integration/test_churn_soak.py --runxfail
 
 typecheck: bootstrap
 	$(PY) -m mypy

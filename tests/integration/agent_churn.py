@@ -126,13 +126,17 @@ def settled(agent: RunningAgent, read: Callable[[Samples], float], seconds: floa
 GENERATOR = r'''
 import json, os, sys, time
 binary, calls, functions, count, seconds = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4]), float(sys.argv[5])
+rate = float(sys.argv[6])  # processes a second, 0: as fast as possible
 base = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
 started = ok = 0
 per_function = {}
 pids = []
-deadline = time.monotonic() + seconds
+began = time.monotonic()
+deadline = began + seconds
 i = 0
 while (count <= 0 or started < count) and time.monotonic() < deadline:
+    if rate > 0:
+        time.sleep(max(0.0, began + started / rate - time.monotonic()))
     name = functions[i % len(functions)]
     i += 1
     pid = os.posix_spawn(binary, [binary, "/dev/null", "syscalls", calls],
@@ -162,11 +166,11 @@ class ChurnResult:
 
 
 def churn(binary: Path, calls: int, generators: list[list[str]], count: int = 0,
-          seconds: float = 3600) -> ChurnResult:
-    """Run one generator per function list at once; sum what they report."""
+          seconds: float = 3600, rate: float = 0) -> ChurnResult:
+    """Run one generator per function list at once (each at `rate` processes a second, 0: flat out)."""
     began = time.monotonic()
     procs = [subprocess.Popen([sys.executable, "-c", GENERATOR, str(binary), str(calls), ",".join(names),
-                               str(count), str(seconds)], stdout=subprocess.PIPE, text=True)
+                               str(count), str(seconds), str(rate)], stdout=subprocess.PIPE, text=True)
              for names in generators]
     started = ok = 0
     per_function: dict[str, int] = {}
