@@ -66,6 +66,8 @@
  * (voluntary); none means it was preempted while runnable (involuntary).
  * TASK_REPORT_MAX (0x100) marks preemption and is outside the mask. */
 #define FNTAX_TASK_REPORT_MASK 0xff
+/* sched_switch prev_state of a task's last switch-out: EXIT_DEAD | EXIT_ZOMBIE. */
+#define FNTAX_EXIT_STATE_MASK 0x30
 
 /* Indices of the map-update failure counters (errors map). User space reads
  * this enum from here (profiler/bpf/contracts.py): FNTAX_ERR_<MAP> is the
@@ -137,7 +139,7 @@ struct fntax_task {
     u32 wait_cpu;            /* the CPU it waits on while runnable */
     u64 wait_idle_mark_ns;   /* that CPU's idle clock when the wait (on it) began */
     u64 wait_idle_ns;        /* idle time of earlier CPUs of this wait (migrations) */
-    u32 on_cpu;
+    u32 tl_state;            /* FNTAX_ASLEEP / FNTAX_RUNNABLE / FNTAX_ON_CPU */
     u32 in_decoder;          /* inside a decoder call when switched out */
     /* ---- KVM: a vCPU thread's in-flight state while switched out ---- */
     u64 kvm_exit_since_ns;   /* kvm_exit not yet re-entered (0: none) */
@@ -376,6 +378,13 @@ static __always_inline void fntax_wait_begin(struct fntax_task *t, u32 cpu_id, u
     t->wait_idle_ns = 0;
 }
 
+/* A task's place on its workload's timeline. Counts change only through
+ * fntax_task_state, from one state to another, so a task is never counted
+ * twice however its events interleave. */
+#define FNTAX_ASLEEP 0
+#define FNTAX_RUNNABLE 1
+#define FNTAX_ON_CPU 2
+
 /* Move the timeline of `workload` to `now` and apply count changes. */
 static __always_inline void fntax_timeline(u32 workload, u64 now, int d_running, int d_runnable, int d_live)
 {
@@ -415,6 +424,17 @@ static __always_inline void fntax_timeline(u32 workload, u64 now, int d_running,
         tl->end_ns = now;
     __sync_lock_test_and_set(&tl->lock, 0);
 #endif
+}
+
+static __always_inline void fntax_task_state(struct fntax_task *t, u32 state, u64 now)
+{
+    u32 old = t->tl_state;
+    if (old == state)
+        return;
+    t->tl_state = state;
+    if (t->workload)
+        fntax_timeline(t->workload, now, (state == FNTAX_ON_CPU) - (old == FNTAX_ON_CPU),
+                       (state == FNTAX_RUNNABLE) - (old == FNTAX_RUNNABLE), 0);
 }
 
 /* Counter by counter: fntax_counters is an array of u64 in all but name, so

@@ -17,12 +17,12 @@
 static __always_inline void fntax_mark_runnable(u32 tid, u32 cpu_id, u64 now)
 {
     struct fntax_task *t = tasks.lookup(&tid);
-    /* A task still on its CPU (woken before it got to sleep) is not waiting. */
-    if (!t || t->wait_since_ns || t->on_cpu)
+    /* Only a task asleep starts to wait: one still on its CPU (woken before
+     * it got to sleep) or already queued is not woken again. */
+    if (!t || t->tl_state != FNTAX_ASLEEP)
         return;
     fntax_wait_begin(t, cpu_id, now);
-    if (t->workload)
-        fntax_timeline(t->workload, now, 0, 1, 0);
+    fntax_task_state(t, FNTAX_RUNNABLE, now);
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup)
@@ -95,17 +95,21 @@ TRACEPOINT_PROBE(sched, sched_switch)
             t->sys_nr = cpu->sys_nr;
             t->sys_enter_ns = cpu->sys_enter_ns;
             t->offcpu_since_ns = now;
-            t->on_cpu = 0;
             t->in_decoder = cpu->in_decoder;
             if (preempted)
                 fntax_wait_begin(t, bpf_get_smp_processor_id(), now);
             else
                 t->wait_since_ns = 0;
+            fntax_task_state(t, preempted ? FNTAX_RUNNABLE : FNTAX_ASLEEP, now);
+        } else {
+            /* Tracked, but its entry is gone: it only leaves the CPU. */
+            fntax_timeline(cpu->workload, now, -1, 0, 0);
         }
-        /* The last switch-out of an exited task finds no tasks entry: it
-         * only leaves the CPU. */
-        fntax_timeline(cpu->workload, now, -1, (t && preempted) ? 1 : 0, 0);
         fntax_fold(cpu, (u32)(bpf_get_current_pid_tgid() >> 32));
+        /* Its last switch-out: the task is gone, its entry can go (kept
+         * until now so the exit path's own switches are still counted). */
+        if (args->prev_state & FNTAX_EXIT_STATE_MASK)
+            tasks.delete(&prev);
     }
 #if FNTAX_TRACE_ALL
     else if (prev != 0 && cpu->tid == prev) {
@@ -132,7 +136,6 @@ TRACEPOINT_PROBE(sched, sched_switch)
             cpu->workload = 1;
         return 0;
     }
-    t->on_cpu = 1;
     cpu->workload = t->workload;
     cpu->in_decoder = t->in_decoder;
     int was_waiting = t->wait_since_ns != 0;
@@ -144,8 +147,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         cpu->delta.runqueue_idle_ns += idle < waited ? idle : waited;
     }
     t->wait_since_ns = 0;
-    if (t->workload)
-        fntax_timeline(t->workload, now, 1, was_waiting ? -1 : 0, 0);
+    fntax_task_state(t, FNTAX_ON_CPU, now);
     if (t->sys_nr != FNTAX_NO_SYSCALL && t->workload) {
         cpu->sys_nr = t->sys_nr;
         cpu->sys_enter_ns = t->sys_enter_ns;
@@ -214,7 +216,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
          * gate did before this exec is not the function's. */
         t->workload = t->arm_workload;
         t->arm_workload = 0;
-        t->on_cpu = 1;
+        t->tl_state = FNTAX_ON_CPU;
         int zero = 0;
         struct fntax_cpu *slot = cpu_state.lookup(&zero);
         if (slot) {
@@ -256,8 +258,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             p->exited = 1;
         fntax_emit(args, FNTAX_EV_EXIT, tgid, 0);
     }
-    /* The thread's last switch-out still folds into procs through the slot;
-     * its tasks entry can go now, keeping the map bounded under churn. */
-    tasks.delete(&tid);
+    /* The thread's last switch-out (sched_switch) deletes its tasks entry,
+     * keeping the map bounded under churn. */
     return 0;
 }

@@ -15,6 +15,7 @@ _COLORS = {
     "own work": "#4c956c", "syscalls": "#d1495b", "page_faults": "#edae49", "context_switches": "#00798c",
     "runqueue_wait": "#30638e", "interrupts": "#8d6a9f", "decompression": "#f4845f",
     "virtualization": "#6c757d", "observer": "#bbbbbb", "CPU-share wait": "#e9ecef",
+    "blocked on the world": "#ced4da",
 }
 
 
@@ -25,8 +26,21 @@ def check_plot_path(path: str | Path) -> Path:
     return path
 
 
-def _segments(result: ProfileResult) -> list[tuple[str, float]]:
-    """(label, seconds) parts of one mean invocation."""
+def _wall_segments(result: ProfileResult) -> list[tuple[str, float]]:
+    """Parts of the mean invocation's billed wall time: they add up to the wall time."""
+    tax = result.tax
+    if tax is not None and tax.wall is not None:
+        wall = tax.wall
+        parts = [("own work", wall.own_work_seconds)]
+        parts += [(c, tax.wall_by_category.get(c, 0.0)) for c in CATEGORIES]
+        parts += [("observer", wall.observer_seconds), ("CPU-share wait", wall.waiting_share_seconds),
+                  ("blocked on the world", wall.blocked_seconds)]
+        return parts
+    return _cpu_segments(result)
+
+
+def _cpu_segments(result: ProfileResult) -> list[tuple[str, float]]:
+    """Parts of the CPU time (and run-queue wait) summed over the workload's processes."""
     tax = result.tax
     if tax is not None:
         parts = [("own work", tax.own_work_seconds)]
@@ -41,6 +55,15 @@ def _segments(result: ProfileResult) -> list[tuple[str, float]]:
     oncpu = float(c.value(ONCPU))
     return [("own work", max(0.0, oncpu - sys_cpu - interrupts - decomp)), ("syscalls", sys_cpu),
             ("runqueue_wait", float(c.value(RUNQUEUE_WAIT))), ("interrupts", interrupts), ("decompression", decomp)]
+
+
+def _bars(result: ProfileResult, label: str = "") -> list[tuple[str, list[tuple[str, float]]]]:
+    """A wall-time bar (what is billed) and, when processes ran in parallel or
+    waited, a CPU-time bar (summed over processes), each labelled as such."""
+    rows = [(f"{label} wall time (billed)".strip(), _wall_segments(result))]
+    if result.tax is not None and result.tax.wall is not None:
+        rows.append((f"{label} CPU time, all processes".strip(), _cpu_segments(result)))
+    return rows
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -85,8 +108,9 @@ def plot_capture(result: ProfileResult, path: str | Path, title: str | None = No
     fig, axes = plt.subplots(panels, 1, figsize=(9, 3.2 * panels + 0.6), squeeze=False)
     command = " ".join(result.command)
     fig.suptitle(title or f"fntax: {command[:80]}", fontsize="medium")
-    _stacked_bars(axes[0][0], [("mean invocation", _segments(result))])
-    axes[0][0].set_title("where the time goes (tax categories vs the function's own work)", fontsize="small")
+    _stacked_bars(axes[0][0], _bars(result))
+    axes[0][0].set_title("the mean invocation: billed wall time, and CPU time summed over its processes "
+                         "(each bar's parts add up to it)", fontsize="small")
     if panels == 2:
         ax = axes[1][0]
         durations = [r.duration_seconds * 1e3 for r in runs]
@@ -113,10 +137,10 @@ def plot_comparison(captures: Sequence[tuple[str, ProfileResult]], path: str | P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(label, _segments(result)) for label, result in captures]
+    rows = [(label, _wall_segments(result)) for label, result in captures]
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
     _stacked_bars(ax, rows)
-    ax.set_title("instruction tax per invocation", fontsize="medium")
+    ax.set_title("billed wall time per invocation: own work, tax by category, waits", fontsize="medium")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
