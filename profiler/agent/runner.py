@@ -8,7 +8,6 @@ events and folds map snapshots; the HTTP thread only reads a view.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -22,7 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from profiler.agent.webserver import load_web_config, serve
 from profiler.attribution.rules import Rules, load_rules
-from profiler.bpf.events import PAGE_COUNT_ENV, EventType, ProcessEvent
+from profiler.bpf.events import EventType, ProcessEvent
 from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.ledger.functions import Aggregator
 from profiler.model import KernelSnapshot
@@ -111,10 +110,7 @@ class Agent:
         self.say("loading probes (system-wide)")
         with KernelProbes(options) as probes:
             self.probes = probes
-            if self.settings.event_pages is not None:
-                # KernelProbes.open_events takes no size: the event stream reads it from here.
-                os.environ[PAGE_COUNT_ENV] = str(self.settings.event_pages)
-            probes.open_events(self._on_event)
+            probes.open_events(self._on_event, self.settings.event_pages)
             self._aggregator.seed(_running_processes())
             server, _thread = serve(self.metrics_body, self.settings.listen, self.web_config)
             scheme = "https" if self.web_config.tls else "http"

@@ -151,9 +151,11 @@ class KernelProbes:
         return live or dict(self._probe_mean_ns)
 
     # -- continuous use (the agent) -------------------------------------------
-    def open_events(self, on_event: Callable[[ProcessEvent], None]) -> EventStream:
-        """Fork/exec/exit events to `on_event` while polled; needs events=True."""
-        self._events = EventStream(self._bpf, on_event)
+    def open_events(self, on_event: Callable[[ProcessEvent], None], page_count: int | None = None) -> EventStream:
+        """Fork/exec/exit events to `on_event` while polled; needs events=True.
+
+        page_count: the perf buffer's pages per CPU (None: FNTAX_EVENT_PAGES, else the default)."""
+        self._events = EventStream(self._bpf, on_event, page_count)
         return self._events
 
     @property

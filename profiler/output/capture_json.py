@@ -222,6 +222,13 @@ class _Reader:
             raise self.fail(".".join([where, *path]).strip("."), "an integer (64-bit)")
         return value
 
+    def ns(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> int:
+        """Seconds as whole nanoseconds, within the probes' u64 range."""
+        seconds = self.real(data, path, where)
+        if not 0 <= seconds * NS_PER_SECOND < 2**64:
+            raise self.fail(".".join([where, *path]).strip("."), "seconds from 0 to 2^64 ns")
+        return round(seconds * NS_PER_SECOND)
+
     def count(self, data: Mapping[str, Any], path: Sequence[str], where: str = "") -> int:
         value = self.integer(data, path, where)
         assert value is not None
@@ -257,7 +264,7 @@ class _Reader:
         values = []
         for figure in FIGURES:
             if figure.unit is Unit.NANOSECONDS:
-                values.append(round(self.real(block, figure.json, where) * NS_PER_SECOND))
+                values.append(self.ns(block, figure.json, where))
             else:
                 values.append(self.count(block, figure.json, where))
         return Counters(values)
@@ -269,8 +276,8 @@ class _Reader:
             if not isinstance(row, Mapping):
                 raise self.fail(f"{place}.{name}", "an object")
             out[str(name)] = CallStats(self.count(row, ("count",), f"{place}.{name}"),
-                                       round(self.real(row, ("seconds",), f"{place}.{name}") * NS_PER_SECOND),
-                                       round(self.real(row, ("cpu_seconds",), f"{place}.{name}") * NS_PER_SECOND))
+                                       self.ns(row, ("seconds",), f"{place}.{name}"),
+                                       self.ns(row, ("cpu_seconds",), f"{place}.{name}"))
         return out
 
     def kvm(self, block: Mapping[str, Any], where: str) -> KvmCalls:

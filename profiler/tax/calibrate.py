@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from profiler.errors import ConfigError, EnvironmentProblem
-from profiler.files import read_json, write_json_atomic
+from profiler.files import make_private_dir, read_json, write_json_atomic
 from profiler.system.host import cpu_model
 from profiler.tax.compute import HostCosts
 
@@ -62,7 +62,7 @@ def _binary() -> Path:
         raise EnvironmentProblem("calibration needs gcc (apt-get install gcc)")
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
     cache = Path(os.environ.get("FNTAX_HOME", "/var/lib/fntax")) / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    make_private_dir(cache)
     binary = cache / f"microbench-{digest}"
     if not binary.exists():
         tmp = binary.with_suffix(".tmp")
@@ -121,7 +121,7 @@ def run_calibration(repeats: int = 7, progress: Callable[[str], None] | None = N
 
 
 def save_calibration(cal: Calibration, path: Path = DEFAULT_PATH) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     write_json_atomic(path, {
         "version": CALIBRATION_VERSION, "kernel": cal.kernel, "cpu_model": cal.cpu_model, "cpus": cal.cpus,
         "date": cal.date,

@@ -241,8 +241,6 @@ def test_imported_durations(content: bytes, fntax_home: Path) -> None:
 # -- capture JSON -----------------------------------------------------------------------
 # Found by the properties below; profiler/output/capture_json.py (not this
 # change's to edit) lets a plain Python exception through on these.
-_ROUND_GAP = ("OverflowError: _Reader.counters rounds seconds * 1e9 to int; a finite seconds value "
-              "past ~1.8e299 overflows")
 _INT_GAP = "from_json: int(v) of map_update_failures values (floats() accepts Infinity and NaN)"
 
 HAND_EDITED: list[tuple[tuple[str, ...], Any, str | None]] = [
@@ -255,7 +253,7 @@ HAND_EDITED: list[tuple[tuple[str, ...], Any, str | None]] = [
     (("tax", "by_category", "syscalls"), "lots", None),
     (("workload", "processes"), 10**400, None),
     (("version",), True, None),
-    (("workload", "runqueue_wait_seconds"), 1e300, _ROUND_GAP),
+    (("workload", "runqueue_wait_seconds"), 1e300, None),
     (("map_update_failures", "procs"), float("inf"), None),
     (("map_update_failures", "procs"), float("nan"), None),
 ]
