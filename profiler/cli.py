@@ -140,9 +140,8 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
     settings = SessionSettings(command=command, pid=pid, duration_seconds=duration, repeat=repeat,
                                warmup=warmup, memory_mb=memory_mb, prices=prices, cpu_share=cpu_share,
                                baseline=baseline_ref, json_path=json_path, plot_path=plot_path)
-    outcome = run_session(settings, options, progress=_progress(quiet))
-    if not json_path:
-        click.echo(outcome.table)
+    outcome = run_session(settings, options, progress=_progress(quiet),
+                          emit=None if json_path else click.echo)
     if outcome.stop_signal is not None:
         sys.exit(128 + outcome.stop_signal)
     if outcome.exit_code:

@@ -77,6 +77,16 @@ class CallStats:
         return CallStats(self.count + other.count, self.ns + other.ns, self.cpu_ns + other.cpu_ns)
 
 
+def calls_growth(now: Mapping[str, CallStats], earlier: Mapping[str, CallStats]) -> dict[str, CallStats]:
+    """What grew per name since `earlier` (a figure that went down counts as 0)."""
+    out = {}
+    for name, stats in now.items():
+        old = earlier.get(name, CallStats())
+        out[name] = CallStats(max(0, stats.count - old.count), max(0, stats.ns - old.ns),
+                              max(0, stats.cpu_ns - old.cpu_ns))
+    return out
+
+
 def merge_calls(
     a: Mapping[str, CallStats], b: Mapping[str, CallStats]
 ) -> dict[str, CallStats]:
@@ -101,6 +111,11 @@ class KvmCalls:
         return KvmCalls(merge_calls(self.exits_by_reason, other.exits_by_reason),
                         merge_calls(self.userspace_exits_by_reason, other.userspace_exits_by_reason),
                         merge_calls(self.pio_by_port, other.pio_by_port))
+
+    def growth_since(self, earlier: KvmCalls) -> KvmCalls:
+        return KvmCalls(calls_growth(self.exits_by_reason, earlier.exits_by_reason),
+                        calls_growth(self.userspace_exits_by_reason, earlier.userspace_exits_by_reason),
+                        calls_growth(self.pio_by_port, earlier.pio_by_port))
 
     def tables(self) -> tuple[Mapping[str, CallStats], ...]:
         """In the order of profiler.figures.KVM_TABLES."""

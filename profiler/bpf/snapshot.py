@@ -39,25 +39,58 @@ class MapReader:
         self._library_name = library_name
         self._tgid_of = tgid_of
         self._error_names = map_error_names(load_header())
+        # Batch reads (one bpf(2) call per map instead of two per entry),
+        # where the kernel supports them for a map.
+        self._batch: dict[str, bool] = {}
+        # Per-process tables' keys by tgid as last read: forgetting an exited
+        # process deletes its keys without walking the whole map again.
+        self._keys: dict[str, dict[int, list[tuple[int, ...]]]] = {}
+        # Entries each map held at the last read (the fill gauges).
+        self._entries: dict[str, int] = {}
+
+    def _items(self, name: str) -> list[tuple[Any, Any]]:
+        table = self._bpf[name]
+        if self._batch.get(name, True):
+            try:
+                items = list(table.items_lookup_batch())
+                self._batch[name] = True
+            except Exception:  # bcc raises bare Exception when the kernel refuses
+                self._batch[name] = False
+                items = list(table.items())
+        else:
+            items = list(table.items())
+        self._entries[name] = len(items)
+        return items
+
+    def _by_tgid(self, name: str) -> list[tuple[Any, Any]]:
+        """A per-process table's entries, remembering each tgid's keys for forget()."""
+        items = self._items(name)
+        keys: dict[int, list[tuple[int, ...]]] = {}
+        for key, _val in items:
+            # Plain ints: a key read in a batch is a view into the batch's buffer.
+            keys.setdefault(int(key.tgid), []).append(tuple(int(getattr(key, f[0])) for f in key._fields_))
+        self._keys[name] = keys
+        return items
 
     def snapshot(self, probe_mean_ns: dict[str, float]) -> KernelSnapshot:
         """Every map at one moment (unfolded per-CPU deltas included)."""
         bpf = self._bpf
         found: dict[int, tuple[str, int, bool, Counters]] = {}
-        for key, proc in bpf["procs"].items():
-            found[int(key.value)] = (_comm(proc.comm), int(proc.workload), bool(proc.exited), counters_of(proc.c))
+        for key, proc in self._items("procs"):
+            # A scalar key read in a batch is a plain int; one read singly, a c_uint.
+            found[int(getattr(key, "value", key))] = (_comm(proc.comm), int(proc.workload), bool(proc.exited), counters_of(proc.c))
         for tgid, delta in self._unfolded(found):
             comm, workload, exited, counters = found[tgid]
             found[tgid] = (comm, workload, exited, counters + delta)
         syscalls: dict[int, dict[str, CallStats]] = {pid: {} for pid in found}
-        for key, val in bpf["proc_syscalls"].items():
+        for key, val in self._by_tgid("proc_syscalls"):
             table = syscalls.get(int(key.tgid))
             if table is not None:
                 name = self._syscall_name(int(key.nr))
                 table[name] = table.get(name, CallStats()) + CallStats(int(val.count), int(val.ns))
         decomp: dict[int, dict[str, CallStats]] = {pid: {} for pid in found}
         if self._decompress:
-            for key, val in bpf["decomp"].items():
+            for key, val in self._by_tgid("decomp"):
                 table = decomp.get(int(key.tgid))
                 if table is not None:
                     lib = self._library_name(int(key.lib))
@@ -77,7 +110,7 @@ class MapReader:
         """proc_kvm: each VM monitor's reasons and port buckets (slots split by probes/fntax.h)."""
         header = load_header()
         tables: dict[int, tuple[dict[str, CallStats], ...]] = {}
-        for key, val in self._bpf["proc_kvm"].items():
+        for key, val in self._by_tgid("proc_kvm"):
             tgid = int(key.tgid)
             if tgid not in known:
                 continue
@@ -126,13 +159,14 @@ class MapReader:
                 del procs[procs.Key(pid)]
             except KeyError:
                 pass
-        for name in ("proc_syscalls", "proc_kvm", "decomp") if self._decompress else ("proc_syscalls", "proc_kvm"):
+        for name, by_tgid in self._keys.items():
             table = self._bpf[name]
-            for key in [k for k in table.keys() if int(k.tgid) in doomed]:
-                try:
-                    del table[key]
-                except KeyError:
-                    pass
+            for pid in doomed:
+                for key in by_tgid.pop(pid, ()):
+                    try:
+                        del table[table.Key(*key)]
+                    except KeyError:
+                        pass
 
     def map_fill(self) -> tuple[dict[str, int], dict[str, int]]:
         """(entries, capacity) of the bounded per-process maps."""
@@ -140,9 +174,16 @@ class MapReader:
         capacity: dict[str, int] = {}
         for name in FILL_MAPS:
             table = self._bpf[name]
-            entries[name] = sum(1 for _ in table.keys())
+            if name not in self._entries:
+                self._items(name)
+            entries[name] = self._entries[name]
             capacity[name] = int(table.max_entries)
         return entries, capacity
+
+    def count_entries(self, name: str) -> int:
+        """Read a map's entries now (for a map the snapshot does not read, such as tasks)."""
+        self._items(name)
+        return self._entries[name]
 
     def map_update_failures(self) -> dict[str, int]:
         errors = self._bpf["errors"]

@@ -113,6 +113,7 @@ def run_captures(
     progress: Callable[[str], None] | None = None,
     cgroup: CgroupHook | None = None,
     cpu_share: float | None = None,
+    finish: Callable[[list[Capture]], None] | None = None,
 ) -> list[Capture]:
     """Capture `count` runs of the command as fresh processes, probes loaded once.
 
@@ -126,14 +127,17 @@ def run_captures(
     captures: list[Capture] = []
     with KernelProbes(options) as probes, _StopRequest() as stop:
         if target.pid is not None:
-            return [_capture_pid(probes, target, stop, say)]
-        for run in range(count):
-            if count > 1:
-                say(f"run {run + 1}/{count}")
-            captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
-                                             cgroup, quiet=count > 1, cpu_share=cpu_share))
-            if stop.signum is not None:
-                break
+            captures.append(_capture_pid(probes, target, stop, say))
+        else:
+            for run in range(count):
+                if count > 1:
+                    say(f"run {run + 1}/{count}")
+                captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
+                                                 cgroup, quiet=count > 1, cpu_share=cpu_share))
+                if stop.signum is not None:
+                    break
+        if finish is not None:
+            finish(captures)  # while attached: the result is out before the slow detach
     return captures
 
 

@@ -20,6 +20,7 @@ from profiler.tax.cost import cpu_share_for_memory, price_table, validate_memory
 from profiler.errors import InputError
 from profiler.files import check_writable_destination, write_json_atomic
 from profiler.bpf.probes import ProbeOptions, check_environment
+from profiler.model import Capture
 from profiler.output.capture_json import to_json
 from profiler.output.report import render
 
@@ -75,7 +76,8 @@ def _cgroup(share: float | None, memory_mb: int) -> Iterator[CgroupHook | None]:
 
 
 def run_session(settings: SessionSettings, options: ProbeOptions,
-                progress: Callable[[str], None]) -> Outcome:
+                progress: Callable[[str], None], emit: Callable[[str], None] | None = None) -> Outcome:
+    """One session; `emit` gets the table as soon as it exists (before the probes detach)."""
     target = Target(command=settings.command, pid=settings.pid, duration_seconds=settings.duration_seconds)
     validate(target)
     validate_memory_mb(settings.memory_mb)
@@ -94,22 +96,35 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
 
     check_environment()
     calibration = ensure_calibration(refresh=settings.refresh_calibration, progress=progress)
+    done: list[tuple[dict[str, Any], str]] = []
+
+    def finish(captures: list[Capture]) -> None:
+        """Analyse and put the result out while the probes are still attached:
+        detaching uprobes waits on the kernel for seconds, the user need not."""
+        analysis = analyse(captures, min(settings.warmup, max(0, len(captures) - 1)), host_costs(calibration),
+                           prices, settings.memory_mb, base)
+        result = to_result(analysis, share)
+        data = to_json(result)
+        if settings.json_path:
+            write_json_atomic(settings.json_path, data)
+            progress("capture written to " + ("standard output" if settings.json_path == "-"
+                                              else settings.json_path))
+        if settings.plot_path:
+            from profiler.output.plot import plot_capture
+
+            plot_capture(result, settings.plot_path)
+            progress(f"plot written to {settings.plot_path}")
+        table = render(result)
+        if emit is not None:
+            emit(table)
+        done.append((data, table))
+
     with _cgroup(share, settings.memory_mb) as group:
         if share is not None:
             progress(f"cgroup: {share:.3f} CPU, {settings.memory_mb} MB")
-        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group, share)
-    analysis = analyse(captures, min(settings.warmup, max(0, len(captures) - 1)), host_costs(calibration),
-                       prices, settings.memory_mb, base)
-    result = to_result(analysis, share)
-    data = to_json(result)
-    if settings.json_path:
-        write_json_atomic(settings.json_path, data)
-        progress("capture written to " + ("standard output" if settings.json_path == "-" else settings.json_path))
-    if settings.plot_path:
-        from profiler.output.plot import plot_capture
-
-        plot_capture(result, settings.plot_path)
-        progress(f"plot written to {settings.plot_path}")
+        captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group, share,
+                                finish=finish)
+    data, table = done[0]
     last = captures[-1]
-    return Outcome(data=data, table=render(result), exit_code=last.exit_code,
+    return Outcome(data=data, table=table, exit_code=last.exit_code,
                    stop_signal=last.stop_signal)

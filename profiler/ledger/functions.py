@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping
 
 from profiler.attribution.rules import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
 from profiler.system import procfs
-from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, merge_calls
+from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, calls_growth, merge_calls
 
 EXITED = "_exited"
 PENDING_SECONDS = 30.0
@@ -31,6 +31,29 @@ class _Process:
     start: int
     attribution: Attribution
     last: ProcessSample | None = None
+    # What the process had when it was re-attributed to this function: that
+    # part stays with the function that exported it, never taken back.
+    base: ProcessSample | None = None
+
+    def own(self) -> tuple[Counters, Mapping[str, CallStats], Mapping[str, CallStats], KvmCalls] | None:
+        """This process's figures under its current function."""
+        last, base = self.last, self.base
+        if last is None:
+            return None
+        if base is None:
+            return last.counters, last.syscalls_by_name, last.decompression_by_library, last.kvm
+        return (last.counters.growth_since(base.counters), calls_growth(last.syscalls_by_name, base.syscalls_by_name),
+                calls_growth(last.decompression_by_library, base.decompression_by_library),
+                last.kvm.growth_since(base.kvm))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A decision taken from a fork or exec event, before the process shows in the maps."""
+
+    attribution: Attribution
+    decided_at: float  # the agent's clock (expiry)
+    event_ns: int  # the kernel's timestamp of the event it came from
 
 
 @dataclass
@@ -45,6 +68,10 @@ class _Function:
     live: set[int] = field(default_factory=set)
     idle_since: float | None = None
     started: int = 0  # processes ever attributed to it
+    # Exported so far (a scrape never sees a counter go down) and the
+    # syscall names exported under their own label (sticky, at most K).
+    exposed: Counters = field(default_factory=Counters)
+    other_shown: CallStats = field(default_factory=CallStats)  # `other` as last exported
 
 
 @dataclass(frozen=True)
@@ -74,7 +101,7 @@ class Aggregator:
         self._processes: dict[int, _Process] = {}
         self._functions: dict[str, _Function] = {}
         # Decisions taken at fork for children not yet seen in the maps.
-        self._pending: dict[int, tuple[Attribution, float]] = {}
+        self._pending: dict[int, _Pending] = {}
 
     # -- attribution ---------------------------------------------------------
     def _decide(self, pid: int, parent: int | None, facts: ProcessFacts | None) -> Attribution:
@@ -84,7 +111,7 @@ class Aggregator:
             if parent in self._processes:
                 found = self._processes[parent].attribution  # children inherit
             elif parent is not None and parent in self._pending:
-                found = self._pending[parent][0]
+                found = self._pending[parent].attribution
         found = found or Attribution(HOST, WorkloadKind.PROCESS)
         if found.memory_mb is None and facts is not None:
             found = Attribution(found.function, found.kind, cgroup_memory_mb(pid))
@@ -125,9 +152,14 @@ class Aggregator:
         facts = self._facts(child)
         if facts is not None and facts.tgid != child:
             return  # a thread: its process is attributed already
-        self._pending[child] = (self._decide(child, parent, facts), self._clock())
+        earlier = self._pending.get(child)
+        if earlier is not None and earlier.event_ns > ts_ns:
+            # Events come per CPU, not in order: the child's exec, later in
+            # time, was heard first and decided already.
+            return
+        self._pending[child] = _Pending(self._decide(child, parent, facts), self._clock(), ts_ns)
 
-    def on_exec(self, pid: int, exec_env: Mapping[str, str] | None = None) -> None:
+    def on_exec(self, pid: int, exec_env: Mapping[str, str] | None = None, ts_ns: int = 0) -> None:
         """A new program: a rule may now name it (the command line changed).
 
         exec_env is what the probe read from execve's envp: it still names the
@@ -141,7 +173,7 @@ class Aggregator:
             if proc is None:
                 found = self.rules.attribute(facts)
                 if found.function != HOST:
-                    self._pending[pid] = (found, self._clock())
+                    self._pending[pid] = _Pending(found, self._clock(), ts_ns)
                     return
         if facts is None:
             return
@@ -153,9 +185,11 @@ class Aggregator:
             self._pending.pop(pid, None)
             self._attribute(pid, None, 0, facts)
         elif found.function != HOST and found.function != proc.attribution.function:
-            self._functions[proc.attribution.function].live.discard(pid)
-            del self._processes[pid]
-            self._attribute(pid, None, proc.start, facts)
+            # Renamed by its new program: what it did so far stays with the
+            # function that exported it; the new one counts from here on.
+            self._retire(proc)
+            moved = self._attribute(pid, None, proc.start, facts)
+            moved.last = moved.base = proc.last
 
     # -- figures ---------------------------------------------------------------
     def update(self, snapshot: KernelSnapshot) -> list[int]:
@@ -168,8 +202,8 @@ class Aggregator:
                 self._retire(proc)
                 done.append(sample.pid)
         now = self._clock()
-        for pid, (_found, since) in list(self._pending.items()):
-            if now - since > PENDING_SECONDS:
+        for pid, pending in list(self._pending.items()):
+            if now - pending.decided_at > PENDING_SECONDS:
                 del self._pending[pid]  # a thread, or a process that never ran on our watch
         for fn in list(self._functions.values()):
             if fn.name == EXITED or fn.live:
@@ -185,13 +219,13 @@ class Aggregator:
         pending = self._pending.pop(pid, None)
         if pending is None:
             return self._attribute(pid, None, 0)
-        return self._register(pid, 0, pending[0])
+        return self._register(pid, 0, pending.attribution)
 
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]
-        if proc.last is not None:
-            _absorb(fn, proc.last.counters, proc.last.syscalls_by_name, proc.last.decompression_by_library,
-                    proc.last.kvm)
+        own = proc.own()
+        if own is not None:
+            _absorb(fn, *own)
         fn.live.discard(proc.pid)
         del self._processes[proc.pid]
 
@@ -199,7 +233,9 @@ class Aggregator:
         sink = self._functions.get(EXITED)
         if sink is None:
             sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
-        _absorb(sink, fn.counters, fn.syscalls, fn.decompression, fn.kvm)
+        # At least what its series showed, so the host's sum never goes down.
+        exported = Counters(max(a, b) for a, b in zip(fn.counters.raw, fn.exposed.raw))
+        _absorb(sink, exported, fn.syscalls, fn.decompression, fn.kvm)
         sink.started += fn.started
         del self._functions[fn.name]
 
@@ -208,15 +244,31 @@ class Aggregator:
         for fn in self._functions.values():
             counters, syscalls, decomp, kvm = fn.counters, dict(fn.syscalls), dict(fn.decompression), fn.kvm
             for pid in fn.live:
-                last = self._processes[pid].last
-                if last is not None:
-                    counters = counters + last.counters
-                    kvm = kvm + last.kvm
-                    _accumulate(syscalls, last.syscalls_by_name)
-                    _accumulate(decomp, last.decompression_by_library)
-            views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), counters,
-                                      top_k(syscalls, self.top_syscalls), decomp, fn.started, kvm))
+                own = self._processes[pid].own()
+                if own is not None:
+                    counters = counters + own[0]
+                    _accumulate(syscalls, own[1])
+                    _accumulate(decomp, own[2])
+                    kvm = kvm + own[3]
+            # Never less than what a scrape already saw.
+            fn.exposed = Counters(max(a, b) for a, b in zip(counters.raw, fn.exposed.raw))
+            views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), fn.exposed,
+                                      self._top_k(fn, syscalls), decomp, fn.started, kvm))
         return views
+
+    def _top_k(self, fn: _Function, syscalls: Mapping[str, CallStats]) -> dict[str, CallStats]:
+        """The function's top K syscall names and `other`. A name that rises
+        into the top K leaves `other`: `other` holds at what it showed (it
+        may then count that name's earlier calls twice, never fewer)."""
+        kept = top_k(syscalls, self.top_syscalls)
+        other = kept.get(OTHER_SYSCALLS)
+        if other is not None or fn.other_shown.count:
+            shown = fn.other_shown
+            other = other or CallStats()
+            fn.other_shown = CallStats(max(other.count, shown.count), max(other.ns, shown.ns),
+                                       max(other.cpu_ns, shown.cpu_ns))
+            kept[OTHER_SYSCALLS] = fn.other_shown
+        return kept
 
     def function_of(self, pid: int) -> str | None:
         proc = self._processes.get(pid)

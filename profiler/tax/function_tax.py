@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from profiler.figures import CATEGORIES
 from profiler.ledger.functions import EXITED, FunctionView
-from profiler.model import CallStats, Counters, WorkloadSummary
+from profiler.model import CallStats, Counters, WorkloadSummary, calls_growth
 from profiler.tax.compute import HostCosts, compute_tax
 
 
@@ -35,15 +35,6 @@ class _Running:
     decompression: dict[str, CallStats] = field(default_factory=dict)
     by_category: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in CATEGORIES})
     dollars: float = 0.0
-
-
-def _growth(now: Mapping[str, CallStats], before: Mapping[str, CallStats]) -> dict[str, CallStats]:
-    out = {}
-    for name, stats in now.items():
-        old = before.get(name, CallStats())
-        out[name] = CallStats(max(0, stats.count - old.count), max(0, stats.ns - old.ns),
-                              max(0, stats.cpu_ns - old.cpu_ns))
-    return out
 
 
 class TaxLedger:
@@ -69,7 +60,7 @@ class TaxLedger:
         for view in views:
             running = self._running.setdefault(view.function, _Running())
             grown = WorkloadSummary(0.0, view.processes, view.counters.growth_since(running.counters), {},
-                                    _growth(view.decompression_by_library, running.decompression))
+                                    calls_growth(view.decompression_by_library, running.decompression))
             tax = compute_tax(grown, self.costs, probe_mean_ns)
             added = 0.0
             for category in CATEGORIES:

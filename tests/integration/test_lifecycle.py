@@ -78,10 +78,32 @@ def test_json_dash_writes_the_capture_to_stdout(tmp_path: Path) -> None:
     assert not (tmp_path / "-").exists()
 
 
+def _traversable_by_others(path: Path) -> list[tuple[Path, int]]:
+    """Open the checkout's directories to other users (a clone under a 0700
+    `mktemp -d` is not); returns what to restore."""
+    import os
+    import stat
+
+    changed = []
+    for directory in path.parents:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(directory, mode | stat.S_IXOTH)
+            changed.append((directory, stat.S_IMODE(mode)))
+    return changed
+
+
 def test_without_root_one_line() -> None:
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             FNTAX, "profile", "-q", "--", "true"],
-                            capture_output=True, text=True, timeout=60)
+    import os
+
+    restore = _traversable_by_others(Path(FNTAX))
+    try:
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 FNTAX, "profile", "-q", "--", "true"],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        for directory, mode in restore:
+            os.chmod(directory, mode)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "root" in result.stderr and "Traceback" not in result.stderr

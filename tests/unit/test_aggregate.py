@@ -144,3 +144,55 @@ def test_threads_are_not_processes() -> None:
     clock.now = 100  # an unclaimed fork-time decision expires
     agg.update(_snap(_sample(500, 4)))
     assert not agg._pending
+
+
+def test_an_exec_heard_before_its_fork_keeps_its_function() -> None:
+    # Events come per CPU: the child's exec (later in time) can arrive first.
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    _proc(300, None, comm="bash")  # the spawner, no function
+    agg.on_fork(300, 1, 1_000)
+    agg.on_exec(301, {"AWS_LAMBDA_FUNCTION_NAME": "thumbs"}, ts_ns=2_000)  # gone from /proc already
+    agg.on_fork(301, 300, ts_ns=1_500)  # its fork, heard late
+    agg.update(_snap(_sample(300, 1), _sample(301, 4, exited=True)))
+    assert _totals(agg).get("thumbs") == 4
+
+
+def test_a_renamed_process_never_takes_back_what_was_exported() -> None:
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    _proc(400, None, comm="bash")
+    agg.on_fork(400, 1, 0)
+    agg.update(_snap(_sample(400, 10)))
+    before = _totals(agg)["host"]
+    _proc(400, "resize")  # it execs into the function
+    agg.on_exec(400, None, ts_ns=5)
+    agg.update(_snap(_sample(400, 25)))
+    after = _totals(agg)
+    assert after["host"] >= before == 10
+    assert after["resize"] == 15  # counted from the rename on
+    agg.update(_snap(_sample(400, 30, exited=True)))
+    assert _totals(agg)["host"] == 10 and _totals(agg)["resize"] == 20
+
+
+def test_syscall_series_never_shrink_as_names_move_in_and_out_of_the_top_k() -> None:
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), top_syscalls=2, facts=_facts, clock=Clock())
+    _proc(500, "fn")
+    agg.on_fork(500, 1, 0)
+
+    def sample(counts: dict[str, int]) -> ProcessSample:
+        return ProcessSample(pid=500, comm="x", workload=1, exited=False, counters=Counters(syscalls=sum(counts.values())),
+                             syscalls_by_name={k: CallStats(v, v) for k, v in counts.items()})
+
+    seen: list[dict[str, int]] = []
+    for counts in ({"read": 5, "write": 4, "open": 1}, {"read": 5, "write": 4, "open": 50},
+                   {"read": 6, "write": 9, "open": 90, "close": 70}):
+        agg.update(_snap(sample(counts)))
+        view = next(v for v in agg.view() if v.function == "fn")
+        seen.append({name: stats.count for name, stats in view.syscalls_by_name.items()})
+    for earlier, later in zip(seen, seen[1:]):
+        for name, count in earlier.items():
+            # A name may leave the top K (its series ends); one that stays never shrinks.
+            assert later.get(name, count) >= count, (earlier, later)
+    assert set(seen[-1]) == {"open", "close", "other"}
