@@ -58,6 +58,8 @@ TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
 class Agent:
     def __init__(self, settings: AgentSettings, say: Callable[[str], None]) -> None:
         self._refreshes = 0
+        self._stats_fresh = False
+        self._runs: dict[str, tuple[int, int]] | None = None
         self.settings = settings
         self.say = say
         # Check every input before loading anything.
@@ -144,6 +146,7 @@ class Agent:
                 now = time.monotonic()
                 if window_ends is None and now >= next_window:
                     probes.set_run_time_stats(True)
+                    self._stats_fresh = True
                     window_ends = now + self.settings.stats_window_seconds
                 elif window_ends is not None and now >= window_ends:
                     probes.set_run_time_stats(False)
@@ -183,13 +186,22 @@ class Agent:
         entries, capacity = self.probes.map_fill()
         stats = SelfStats(
             probes_attached={probe: len(points) for probe, points in self.probes.attached.points.items()},
-            probe_runs={name: (s.runs, s.run_ns) for name, s in self.probes.program_stats().items()},
+            probe_runs=self._probe_runs(),
             map_entries=entries, map_capacity=capacity,
             map_update_failures=dict(snapshot.map_update_failures), events_lost=self.probes.events_lost)
         view = self._tax.update(self._aggregator.view(), snapshot.probe_mean_ns)
         with self._lock:
             self._view = view
             self._self = stats
+
+    def _probe_runs(self) -> dict[str, tuple[int, int]]:
+        """Probe run statistics: they move only while sampled, so read them then
+        (and once after), not on every fold (one fdinfo read per program)."""
+        if self._stats_fresh or self._runs is None:
+            self._runs = {name: (s.runs, s.run_ns) for name, s in self.probes.program_stats().items()} \
+                if self.probes is not None else {}
+            self._stats_fresh = self.probes is not None and self.probes.stats_on
+        return self._runs
 
     def _stand_in_for_lost_forks(self, snapshot: KernelSnapshot) -> None:
         """Events were lost: decide for the processes the maps show and no event named.

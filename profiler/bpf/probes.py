@@ -141,14 +141,22 @@ class KernelProbes:
             os.close(self._stats_fd)
             self._stats_fd = None
 
+    @property
+    def stats_on(self) -> bool:
+        """Kernel BPF run-time statistics are being collected now."""
+        return self._stats_fd is not None
+
     def program_stats(self) -> dict[str, probe_cost.ProgramStats]:
         """Run count and run time of each loaded program, by probe label (empty without stats)."""
         return probe_cost.program_stats(self._bpf) if self._bpf is not None else {}
 
     def probe_mean_ns(self) -> dict[str, float]:
-        """Mean run time per probe: live statistics if on, else the load-time measurement."""
-        live = {k: v.mean_ns for k, v in self.program_stats().items() if v.runs}
-        return live or dict(self._probe_mean_ns)
+        """Mean run time per probe: the latest while statistics are on, else the last measured."""
+        if self.stats_on:
+            live = {k: v.mean_ns for k, v in self.program_stats().items() if v.runs}
+            if live:
+                self._probe_mean_ns = live
+        return dict(self._probe_mean_ns)
 
     # -- continuous use (the agent) -------------------------------------------
     def open_events(self, on_event: Callable[[ProcessEvent], None], page_count: int | None = None) -> EventStream:

@@ -72,6 +72,9 @@ class _Function:
     # syscall names exported under their own label (sticky, at most K).
     exposed: Counters = field(default_factory=Counters)
     other_shown: CallStats = field(default_factory=CallStats)  # `other` as last exported
+    # The last view, while nothing of the function changed (most functions
+    # are idle at any moment: their view is not rebuilt every fold).
+    cached: FunctionView | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Aggregator:
         fn.live.add(pid)
         fn.started += 1
         fn.idle_since = None
+        fn.cached = None
         return proc
 
     def seed(self, pids: Iterable[tuple[int, int | None]]) -> None:
@@ -197,6 +201,8 @@ class Aggregator:
         done: list[int] = []
         for sample in snapshot.processes:
             proc = self._processes.get(sample.pid) or self._claim(sample.pid)
+            if proc.last != sample:
+                self._functions[proc.attribution.function].cached = None
             proc.last = sample
             if sample.exited:
                 self._retire(proc)
@@ -227,6 +233,7 @@ class Aggregator:
         if own is not None:
             _absorb(fn, *own)
         fn.live.discard(proc.pid)
+        fn.cached = None
         del self._processes[proc.pid]
 
     def _fold_into_exited(self, fn: _Function) -> None:
@@ -237,11 +244,15 @@ class Aggregator:
         exported = Counters(max(a, b) for a, b in zip(fn.counters.raw, fn.exposed.raw))
         _absorb(sink, exported, fn.syscalls, fn.decompression, fn.kvm)
         sink.started += fn.started
+        sink.cached = None
         del self._functions[fn.name]
 
     def view(self) -> list[FunctionView]:
         views = []
         for fn in self._functions.values():
+            if fn.cached is not None:
+                views.append(fn.cached)
+                continue
             counters, syscalls, decomp, kvm = fn.counters, dict(fn.syscalls), dict(fn.decompression), fn.kvm
             for pid in fn.live:
                 own = self._processes[pid].own()
@@ -252,8 +263,9 @@ class Aggregator:
                     kvm = kvm + own[3]
             # Never less than what a scrape already saw.
             fn.exposed = Counters(max(a, b) for a, b in zip(counters.raw, fn.exposed.raw))
-            views.append(FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), fn.exposed,
-                                      self._top_k(fn, syscalls), decomp, fn.started, kvm))
+            fn.cached = FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), fn.exposed,
+                                     self._top_k(fn, syscalls), decomp, fn.started, kvm)
+            views.append(fn.cached)
         return views
 
     def _top_k(self, fn: _Function, syscalls: Mapping[str, CallStats]) -> dict[str, CallStats]:

@@ -59,6 +59,10 @@ class TaxLedger:
         out = []
         for view in views:
             running = self._running.setdefault(view.function, _Running())
+            if view.counters == running.counters and view.decompression_by_library == running.decompression:
+                # Idle since the last fold (most functions, most of the time): nothing to add.
+                out.append(TaxedFunction(view, dict(running.by_category), running.dollars))
+                continue
             grown = WorkloadSummary(0.0, view.processes, view.counters.growth_since(running.counters), {},
                                     calls_growth(view.decompression_by_library, running.decompression))
             tax = compute_tax(grown, self.costs, probe_mean_ns)
