@@ -31,6 +31,7 @@ typecheck: bootstrap
 bench: bootstrap
 	$(PY) bench/syscall_cost.py
 	$(PY) bench/agent_scale.py
+	$(PY) bench/kvm_exit_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

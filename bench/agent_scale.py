@@ -25,6 +25,7 @@ from prometheus_client.registry import CollectorRegistry  # noqa: E402
 from profiler.ledger.functions import Aggregator  # noqa: E402
 from profiler.attribution.rules import ProcessFacts, load_rules  # noqa: E402
 from profiler.figures import ONCPU, SYSCALLS  # noqa: E402
+from profiler.system.procfs import ProcFS  # noqa: E402
 from profiler.model import CallStats, Counters, KernelSnapshot, ProcessSample  # noqa: E402
 from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions  # noqa: E402
 from profiler.tax.compute import HostCosts  # noqa: E402
@@ -32,8 +33,7 @@ from profiler.tax.function_tax import TaxLedger  # noqa: E402
 
 
 def rss_mb(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return (ProcFS().rss_bytes(pid) or 0) / 2**20
 
 
 def scrape_at_scale(functions: int = 1000) -> None:
@@ -85,8 +85,8 @@ def idle_agent(seconds: float = 30.0) -> None:
         ticks = os.sysconf("SC_CLK_TCK")
 
         def cpu() -> float:
-            fields = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / ticks
+            stat = ProcFS().stat(agent.pid)
+            return (stat.utime_ticks + stat.stime_ticks) / ticks if stat else 0.0
 
         before, start = cpu(), time.monotonic()
         time.sleep(seconds)

@@ -20,7 +20,7 @@
  * space could read /proc/PID/environ, so the value is taken from execve's
  * envp here (user memory, read with bpf_probe_read_user) and handed to the
  * exec event. Only execve/execveat pay for this. */
-#define FNTAX_ENV_SCAN 48
+#define FNTAX_ENV_SCAN 256  /* envp entries looked at: real environments run to 100+ */
 struct fntax_env_scratch {
     char value[FNTAX_ENV_VALUE];
     char entry[sizeof(FNTAX_ENV_NAME) + FNTAX_ENV_VALUE];

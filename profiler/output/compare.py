@@ -32,6 +32,9 @@ def load_for_comparison(paths: Sequence[str]) -> list[tuple[str, ProfileResult]]
 
 
 def _decompression_share(r: ProfileResult) -> float | None:
+    """Decompression's share of the billed wall time, like the tax share beside it."""
+    if r.tax is not None and r.tax.wall is not None and "decompression" in r.tax.wall_by_category:
+        return r.tax.wall_by_category["decompression"] / r.tax.wall.wall_seconds if r.tax.wall.wall_seconds else None
     seconds = r.per_invocation(sum(s.ns for s in r.workload.decompression_by_library.values()) / 1e9)
     return seconds / r.duration_seconds if r.duration_seconds else None
 
@@ -52,7 +55,7 @@ def _rows() -> list[Row]:
     ]
     rows += [(f"  {c}", _category_getter(c), "s") for c in CATEGORIES]
     rows += [
-        ("tax share", lambda r: r.tax.ratio if r.tax else None, "%"),
+        ("tax share", lambda r: r.tax.ratio if r.tax else None, "%"),  # of the billed wall time
         ("decompression share", _decompression_share, "%"),
         ("observer (fntax)", lambda r: r.tax.observer_seconds if r.tax else None, "s"),
         ("CPU-share wait", lambda r: r.tax.cpu_share_wait_seconds if r.tax else None, "s"),

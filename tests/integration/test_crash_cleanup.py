@@ -182,8 +182,22 @@ def held_at_gate(child):
         return False
     if len(parts) < 2 or parts[0] != "0":
         return False
-    target = pipe_of(child, int(parts[1], 16))
+    fd = int(parts[1], 16)
+    target = pipe_of(child, fd)
     if not target or not target.startswith("pipe:"):
+        return False
+    # Released already: fntax wrote the gate byte and the child has not run
+    # to take it yet (the pipe holds data). Not held then.
+    import fcntl, termios, struct as _struct
+    try:
+        peek = os.open(f"/proc/{child}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            pending = _struct.unpack("i", fcntl.ioctl(peek, termios.FIONREAD, b"\0\0\0\0"))[0]
+        finally:
+            os.close(peek)
+    except OSError:
+        return False
+    if pending:
         return False
     return any(pipe_of(proc.pid, int(fd)) == target for fd in os.listdir(f"/proc/{proc.pid}/fd"))
 

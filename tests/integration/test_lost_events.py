@@ -1,7 +1,7 @@
 """Fork/exec/exit events the perf buffer drops are counted, and no count is lost with them.
 
-The agent runs with a one-page event buffer per CPU while several
-generators exec short processes as fast as they can: the buffer overflows
+The agent runs with a one-page event buffer per CPU and is stopped while
+several generators exec short processes as fast as they can: the buffer overflows
 (fntax_events_lost_total > 0, bcc's lost-sample callback), yet the figures
 come from the kernel maps, not the events, so the sum over every function
 (host and _exited included) of getppid calls equals exactly what the
@@ -12,6 +12,7 @@ on /proc, else its parent's function, else host (README).
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,13 @@ def test_tiny_event_buffer_loses_events_but_no_counts(tmp_path: Path) -> None:
     with running_agent("--interval", "0.2", "--top-syscalls", "100", "--event-pages", "1") as agent:
         before, _ = settled(agent, getppid_total, quiet_for=1.0)
         lost_before = total(agent.scrape(), "fntax_events_lost_total")
-        result = churn(binary, CALLS, [[f"lost-{g}-{i}" for i in range(5)] for g in range(4)], count=600)
+        # Stopped while the storm runs, the agent cannot drain its one page:
+        # the buffer overflows for certain, however fast the agent drains it.
+        agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            result = churn(binary, CALLS, [[f"lost-{g}-{i}" for i in range(5)] for g in range(4)], count=600)
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
         after, samples = settled(agent, getppid_total)
         lost = total(samples, "fntax_events_lost_total") - lost_before
     print(f"\nlost events: {result.started} processes in {result.seconds:.1f} s, "
