@@ -21,6 +21,9 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from profiler.figures import (
+    KVM_EXIT_TIME,
+    KVM_USERSPACE_TIME,
+    VCPU_WAIT,
     CATEGORIES,
     DECOMPRESSION_BY_LIBRARY,
     FIGURES,
@@ -183,8 +186,8 @@ def _name(table: CallTable) -> str:
 
 
 # Which visibility group (profiler.tax.virtualization) a KVM figure's series belongs to.
-_GROUP_OF: dict[str, str] = {"kvm_exit_ns": "exit_seconds", "kvm_userspace_ns": "userspace_exit_seconds",
-                             "vcpu_wait_ns": "vcpu_wait"}
+_GROUP_OF: dict[str, str] = {KVM_EXIT_TIME.field: "exit_seconds", KVM_USERSPACE_TIME.field: "userspace_exit_seconds",
+                             VCPU_WAIT.field: "vcpu_wait"}
 
 
 def render_functions(functions: Sequence[TaxedFunction]) -> bytes:

@@ -10,7 +10,7 @@ the test machines), only exits that reach the VM monitor are seen
 category is then filled from them and said to be *partial*: exits the
 kernel handled without the VM monitor are missing.
 
-The guest's own time inside KVM_RUN (`kvm_guest_ns`) is its work, not a
+The guest's own time inside KVM_RUN (figures.KVM_GUEST_TIME) is its work, not a
 syscall: the tax model takes it out of the syscall category.
 """
 
