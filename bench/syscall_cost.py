@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from profiler.capture.run import _GatedChild  # noqa: E402
 from profiler.system.host import cpu_model, ensure_tracefs  # noqa: E402
-from profiler.bpf.loader import compile_text  # noqa: E402
+from profiler.bpf.loader import FAMILIES, compile_text  # noqa: E402
 from profiler.bpf.probes import KernelProbes, ProbeOptions  # noqa: E402
 
 FLOOR = r"""
@@ -126,7 +126,9 @@ def main() -> None:
 
     def with_fntax(tracked: bool, stats: bool) -> Callable[[], float]:
         def run() -> float:
-            with KernelProbes(ProbeOptions(run_time_stats=stats)) as probes:
+            # As `fntax profile` loads for a command that is not a VM monitor.
+            families = tuple(f for f in FAMILIES if f != "kvm")
+            with KernelProbes(ProbeOptions(run_time_stats=stats, families=families)) as probes:
                 return run_dd(args.count, probes.track if tracked else None)
         return run
 

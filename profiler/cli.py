@@ -124,7 +124,7 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
     from profiler.bpf.probes import ProbeOptions, module_source
     from profiler.capture.session import SessionSettings, run_session
 
-    options = ProbeOptions(extra_decompressors=decompressors)
+    options = ProbeOptions(extra_decompressors=decompressors, families=_families_for(command, pid))
     if print_bpf:
         click.echo(module_source(options))
         return
@@ -159,6 +159,24 @@ def _check_decompressors(specs: tuple[str, ...]) -> None:
         discover(specs)
     except ConfigError as err:
         raise InputError(str(err)) from err
+
+
+def _families_for(command: tuple[str, ...], pid: int | None) -> tuple[str, ...]:
+    """The probe families a capture needs: the KVM family only for a VM monitor.
+
+    Its KVM_RUN hook is a syscall tracepoint, which sends every syscall on
+    the host through the kernel's syscall-tracing path: only VMs pay for it."""
+    from profiler.attribution.vm import ProcessFacts, match_monitor
+    from profiler.bpf.loader import FAMILIES
+    from profiler.system import procfs
+
+    if command:
+        facts = ProcessFacts(comm=command[0], cmdline=tuple(command))
+    elif pid is not None:
+        facts = ProcessFacts(comm=procfs.DEFAULT.comm(pid) or "", cmdline=tuple(procfs.DEFAULT.argv(pid) or ()))
+    else:
+        return FAMILIES
+    return FAMILIES if match_monitor(facts) is not None else tuple(f for f in FAMILIES if f != "kvm")
 
 
 @main.command()
