@@ -39,7 +39,9 @@ class Unit(enum.Enum):
     NANOSECONDS = "ns"  # kept in ns, reported in seconds (base unit)
 
 
-@dataclass(frozen=True)
+# Declarations are singletons: compared by identity (fast in the agent's hot
+# loops), never field by field.
+@dataclass(frozen=True, eq=False)
 class Family:
     """A Prometheus metric family; `label` tells its figures apart, if several."""
 
@@ -48,7 +50,7 @@ class Family:
     label: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Figure:
     """One counter from the probes to every place it is shown."""
 
@@ -180,7 +182,7 @@ ROW_TITLES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CallTable:
     """Per-name figures (count and time of each syscall, each decoder library)."""
 

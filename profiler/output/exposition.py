@@ -190,6 +190,9 @@ _GROUP_OF: dict[str, str] = {KVM_EXIT_TIME.field: "exit_seconds", KVM_USERSPACE_
                              VCPU_WAIT.field: "vcpu_wait"}
 
 
+_KVM_SET = frozenset(KVM_FIGURES)
+
+
 def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
     """The per-function families in the Prometheus text format."""
     lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
@@ -197,14 +200,16 @@ def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
         view = taxed.view
         base = f'{LABEL_FUNCTION}="{_escape(view.function)}",{LABEL_KIND}="{view.kind.value}"'
         # KVM series only for VMs (or a process that did KVM): bounded series per function.
-        kvm = view.kind is WorkloadKind.VM or has_kvm_activity(view.counters) or bool(view.kvm)
-        seen = visibility(view.counters)
+        kvm = view.kind is WorkloadKind.VM or bool(view.kvm) or has_kvm_activity(view.counters)
+        seen = visibility(view.counters) if kvm else None
         for figure, raw in view.counters.items():
-            if figure.family is None or (figure in KVM_FIGURES and not kvm):
+            if figure.family is None:
                 continue
-            if figure in KVM_FIGURES and seen.states.get(_GROUP_OF.get(figure.field, ""), None) \
-                    is Visibility.UNAVAILABLE:
-                continue  # not measurable here: no series rather than a zero
+            if figure in _KVM_SET:
+                if seen is None:
+                    continue
+                if seen.states.get(_GROUP_OF.get(figure.field, ""), None) is Visibility.UNAVAILABLE:
+                    continue  # not measurable here: no series rather than a zero
             labels = base if figure.label_value is None else f'{base},{figure.family.label}="{figure.label_value}"'
             lines[figure.family.name].append(f"{{{labels}}} {_number(figure.value(raw))}")
         lines[_name(SYSCALLS_BY_NAME)] += _calls(SYSCALLS_BY_NAME, base, view.syscalls_by_name)
@@ -214,6 +219,7 @@ def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
             lines[_name(KVM_EXITS_BY_REASON)] += _calls(KVM_EXITS_BY_REASON, base, view.kvm.exits_by_reason)
             lines[_name(KVM_USERSPACE_EXITS_BY_REASON)] += _calls(KVM_USERSPACE_EXITS_BY_REASON, base,
                                                                   view.kvm.userspace_exits_by_reason)
+            assert seen is not None
             for group in KVM_GROUPS:
                 state = seen.states.get(group)
                 if state in _STATE_VALUE:
