@@ -65,7 +65,8 @@ def run_synthetic_workload(track: Callable[[int], None]) -> None:
     if pid == 0:
         try:
             os.close(gate_write)
-            os.read(gate_read, 1)
+            if not os.read(gate_read, 1):
+                os._exit(127)  # fntax died before releasing it: never run untracked
             for _ in range(20_000):
                 os.getppid()
             buffer = mmap.mmap(-1, 4096 * 1024)
