@@ -20,22 +20,12 @@ from typing import Any, Iterator
 import pytest
 
 from conftest import FNTAX, WORKLOADS, free_port  # type: ignore[import-not-found]
+from dashboards_helpers import wait_http  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.bpf
 # Any hierarchy will do for a cgroup rule: v1's pids controller, else the v2 root.
 _ROOT = Path("/sys/fs/cgroup/pids") if Path("/sys/fs/cgroup/pids").is_dir() else Path("/sys/fs/cgroup")
 CGROUP = _ROOT / "fntax-test" / "fn-cgroup"
-
-
-def _wait_http(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} never answered")
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +55,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     CGROUP.mkdir(parents=True, exist_ok=True)
     try:
-        _wait_http(f"http://127.0.0.1:{agent_port}/metrics")
-        _wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
+        wait_http(f"http://127.0.0.1:{agent_port}/metrics")
+        wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
         yield {"tmp": tmp, "binary": str(binary), "cmd_binary": str(tmp / "handler_fncmd"),
                "agent": agent, "agent_port": agent_port, "prom": f"http://127.0.0.1:{prom_port}"}
     finally:
