@@ -18,14 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 RULE_FILES = tuple(sorted(RULES_DIR.glob("*.yaml")))
 
-PENDING_METRICS: dict[str, str] = {
-    # Planned by issue 11 (per-invocation figures) and the microVM issue.
-    "fntax_invocations_total": "invocations per function: planned, not exported yet",
-    "fntax_cpu_share_wait_seconds_total": "CPU-share (cgroup quota) wait: planned, not exported yet",
-    # Proposed by the fleet work: a 1-valued info metric naming the host's kernel
-    # (labels kernel, cpu_model), so a function can be compared across kernels.
-    "fntax_host_info": "host info (kernel, cpu_model): proposed for the fleet dashboard, not exported yet",
-}
+PENDING_METRICS: dict[str, str] = {}
 
 # What the agent exports today (README "Metrics"; checked against a real
 # agent's exposition by tests/integration/test_dashboards_prometheus.py).
@@ -40,6 +33,7 @@ AGENT_METRICS = frozenset({
     "fntax_scrape_duration_seconds", "fntax_processes_started_total", "fntax_events_lost_total",
     "fntax_kvm_exits_total", "fntax_kvm_exit_seconds_total", "fntax_kvm_userspace_exits_total",
     "fntax_kvm_userspace_exit_seconds_total", "fntax_vcpu_wait_seconds_total", "fntax_kvm_figure_measured",
+    "fntax_invocations_total", "fntax_cpu_share_wait_seconds_total", "fntax_host_info",
 })
 
 # Exported, but only where the host lets fntax measure them: kvm_exit and

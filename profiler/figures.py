@@ -81,6 +81,11 @@ _SYSCALL_SECONDS = Family("fntax_syscall_seconds_total", "Time inside syscalls, 
 _SWITCHES = Family("fntax_context_switches_total", "Context switches, voluntary or involuntary.", LABEL_TYPE)
 _ONCPU = Family("fntax_oncpu_seconds_total", "Time on a CPU.")
 _RUNQUEUE = Family("fntax_runqueue_wait_seconds_total", "Time runnable but waiting for a CPU.")
+# The agent has no timeline: the idle-CPU part of the run-queue wait is its
+# lower bound of the wait for the CPU share (quota) the function bought.
+_CPU_SHARE_WAIT = Family("fntax_cpu_share_wait_seconds_total",
+                         "Run-queue wait while the task's CPU sat idle: waiting for the function's CPU share "
+                         "(cgroup quota), a lower bound.")
 _FAULT_EXCEPTIONS = Family("fntax_page_fault_exceptions_total",
                            "Page-fault exceptions by the mode they hit in (user, kernel).", LABEL_MODE)
 _FAULTS = Family("fntax_page_faults_total", "Page faults by type (minor, major).", LABEL_TYPE)
@@ -111,7 +116,7 @@ FIGURES: tuple[Figure, ...] = (
            "{}"),
     # The part of the wait while the CPU the task was queued on sat idle: it
     # waited for its cgroup's quota (or the CPU to wake), not for a CPU.
-    Figure("runqueue_idle_ns", Unit.NANOSECONDS, ("runqueue_wait_idle_cpu_seconds",), None, None, None,
+    Figure("runqueue_idle_ns", Unit.NANOSECONDS, ("runqueue_wait_idle_cpu_seconds",), _CPU_SHARE_WAIT, None, None,
            "{} (while its CPU was idle)"),
     Figure("faults_user", Unit.COUNT, ("page_faults", "user"), _FAULT_EXCEPTIONS, "user", "page_faults",
            "{} user-mode,", ("exceptions:page_fault_user",)),
@@ -219,3 +224,5 @@ TAX_SECONDS = Family("fntax_tax_seconds_total", "Instruction tax by category (se
                      LABEL_CATEGORY)
 TAX_DOLLARS = Family("fntax_tax_dollars_total", "Tax seconds x memory GB x price per GB-second.")
 PROCESSES_STARTED = Family("fntax_processes_started_total", "Processes started (forked or found) per function.")
+INVOCATIONS = Family("fntax_invocations_total",
+                     "Invocations per function, where its rule says how they show (rules key 'invocations').")

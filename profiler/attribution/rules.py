@@ -13,6 +13,14 @@ embedded default) and are tried in order:
       - vm_monitor: true                        # firecracker, qemu-system-*, cloud-hypervisor, crosvm
     unmatched: host                             # or: comm (group by command name)
 
+Any rule may say how its function's invocations show as processes, so the
+agent can count them (fntax_invocations_total); without it there is no series:
+
+      - env: FN_NAME
+        invocations: process    # each process started into the function from outside it
+      - cmdline: 'node .*runtime.js (?P<function>\w+)'
+        invocations: child      # each child of such a process (a runtime's per-event worker)
+
 Children inherit their parent's function (the agent decides at fork/exec).
 Label values come only from what a rule names: never a whole command line or
 an environment value the rules did not ask for.
@@ -54,6 +62,15 @@ class Attribution:
     function: str
     kind: WorkloadKind
     memory_mb: int | None = None
+    # How an invocation shows (INVOCATION_SHAPES), or None: the rule cannot tell.
+    invocations: str | None = None
+
+
+# A process started into a function from outside it (its parent is another
+# function's) is at depth 0, its children at 1. "process": each depth-0
+# process is one invocation (a platform that starts one process per event);
+# "child": each depth-1 process (a runtime that forks a worker per event).
+INVOCATION_SHAPES = {"process": 0, "child": 1}
 
 
 @dataclass(frozen=True)
@@ -65,11 +82,12 @@ class Rule:
     vm_id: re.Pattern[str] | None = None
     kind: WorkloadKind = WorkloadKind.PROCESS
     memory_mb: int | None = None
+    invocations: str | None = None
 
     def match(self, facts: ProcessFacts) -> Attribution | None:
         if self.env is not None:
             value = facts.environ.get(self.env)
-            return Attribution(_label(value), self.kind, self.memory_mb) if value else None
+            return Attribution(_label(value), self.kind, self.memory_mb, self.invocations) if value else None
         if self.cgroup is not None:
             return self._regex(self.cgroup, facts.cgroup)
         if self.cmdline is not None:
@@ -85,7 +103,7 @@ class Rule:
                 return None
             # The VM's id (firecracker --id, the jailer's cgroup, qemu -name, ...).
             name = vm.vm_id or f"{vm.monitor.value}-unknown"
-            return Attribution(_label(name), WorkloadKind.VM, self.memory_mb)
+            return Attribution(_label(name), WorkloadKind.VM, self.memory_mb, self.invocations)
         return None
 
     def _regex(self, pattern: re.Pattern[str], text: str,
@@ -94,7 +112,7 @@ class Rule:
         if not found:
             return None
         name = found.groupdict().get("function") or found.group(0)
-        return Attribution(_label(name), kind or self.kind, self.memory_mb)
+        return Attribution(_label(name), kind or self.kind, self.memory_mb, self.invocations)
 
 
 def _vm_identity(facts: ProcessFacts) -> VmIdentity | None:
@@ -163,7 +181,7 @@ _MATCHERS = ("env", "cgroup", "cmdline", "vm_monitor", "vm_id")
 def _parse_rule(raw: Any, where: str) -> Rule:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
-    unknown = _unknown_keys(raw, {*_MATCHERS, "kind", "memory_mb"})
+    unknown = _unknown_keys(raw, {*_MATCHERS, "kind", "memory_mb", "invocations"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown}")
     matchers = [key for key in _MATCHERS if key in raw]
@@ -176,14 +194,17 @@ def _parse_rule(raw: Any, where: str) -> Rule:
     memory = raw.get("memory_mb")
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0):
         raise ConfigError(f"{where}: memory_mb must be a positive integer")
+    invocations = raw.get("invocations")
+    if invocations is not None and (not isinstance(invocations, str) or invocations not in INVOCATION_SHAPES):
+        raise ConfigError(f"{where}: invocations must be {' or '.join(INVOCATION_SHAPES)}, got {_short(invocations)}")
     key = matchers[0]
     value = raw[key]
     if key == "env":
         if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value):
             raise ConfigError(f"{where}: env must name a variable (letters, digits, _)")
-        return Rule(env=value, kind=kind, memory_mb=memory)
+        return Rule(env=value, kind=kind, memory_mb=memory, invocations=invocations)
     if key == "vm_monitor":
-        return Rule(vm_monitor=bool(value), kind=WorkloadKind.VM, memory_mb=memory)
+        return Rule(vm_monitor=bool(value), kind=WorkloadKind.VM, memory_mb=memory, invocations=invocations)
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {key} must be a regular expression string")
     try:
@@ -191,10 +212,10 @@ def _parse_rule(raw: Any, where: str) -> Rule:
     except (re.error, RecursionError, OverflowError, ValueError) as err:
         raise ConfigError(f"{where}: bad regular expression {_short(value)}: {_one_line(err)}") from err
     if key == "cgroup":
-        return Rule(cgroup=pattern, kind=kind, memory_mb=memory)
+        return Rule(cgroup=pattern, kind=kind, memory_mb=memory, invocations=invocations)
     if key == "vm_id":
-        return Rule(vm_id=pattern, kind=WorkloadKind.VM, memory_mb=memory)
-    return Rule(cmdline=pattern, kind=kind, memory_mb=memory)
+        return Rule(vm_id=pattern, kind=WorkloadKind.VM, memory_mb=memory, invocations=invocations)
+    return Rule(cmdline=pattern, kind=kind, memory_mb=memory, invocations=invocations)
 
 
 def load_rules(path: str | Path | None) -> Rules:

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from profiler.attribution.rules import HOST, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts
+from profiler.attribution.rules import (
+    HOST, INVOCATION_SHAPES, Attribution, ProcessFacts, Rules, WorkloadKind, read_facts,
+)
 from profiler.system import procfs
 from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, calls_growth, merge_calls
 
@@ -30,6 +32,7 @@ class _Process:
     pid: int
     start: int
     attribution: Attribution
+    depth: int = 0  # 0: started into its function from outside it; 1: a child of such a process; 2: deeper
     last: ProcessSample | None = None
     # What the process had when it was re-attributed to this function: that
     # part stays with the function that exported it, never taken back.
@@ -54,6 +57,7 @@ class _Pending:
     attribution: Attribution
     decided_at: float  # the agent's clock (expiry)
     event_ns: int  # the kernel's timestamp of the event it came from
+    depth: int = 0
 
 
 @dataclass
@@ -68,6 +72,8 @@ class _Function:
     live: set[int] = field(default_factory=set)
     idle_since: float | None = None
     started: int = 0  # processes ever attributed to it
+    # Invocations, counted where a rule says how they show (else None).
+    invocations: int | None = None
     # Exported so far (a scrape never sees a counter go down) and the
     # syscall names exported under their own label (sticky, at most K).
     exposed: Counters = field(default_factory=Counters)
@@ -90,6 +96,7 @@ class FunctionView:
     decompression_by_library: Mapping[str, CallStats]
     processes_started: int = 0
     kvm: KvmCalls = field(default_factory=KvmCalls)
+    invocations: int | None = None  # None: no rule says how its invocations show
 
 
 class Aggregator:
@@ -117,22 +124,37 @@ class Aggregator:
                 found = self._pending[parent].attribution
         found = found or Attribution(HOST, WorkloadKind.PROCESS)
         if found.memory_mb is None and facts is not None:
-            found = Attribution(found.function, found.kind, cgroup_memory_mb(pid))
+            found = dataclasses.replace(found, memory_mb=cgroup_memory_mb(pid))
         return found
 
-    def _attribute(self, pid: int, parent: int | None, start: int,
-                   facts: ProcessFacts | None = None) -> _Process:
-        facts = facts or self._facts(pid)
-        return self._register(pid, facts.start_time if facts else start, self._decide(pid, parent, facts))
+    def _depth(self, parent: int | None, function: str) -> int:
+        """How far below the process that entered `function` a child of `parent` is."""
+        known = self._processes.get(parent) if parent is not None else None
+        if known is not None:
+            return min(2, known.depth + 1) if known.attribution.function == function else 0
+        pending = self._pending.get(parent) if parent is not None else None
+        if pending is not None and pending.attribution.function == function:
+            return min(2, pending.depth + 1)
+        return 0
 
-    def _register(self, pid: int, start: int, found: Attribution) -> _Process:
-        proc = _Process(pid, start, found)
+    def _attribute(self, pid: int, parent: int | None, start: int,
+                   facts: ProcessFacts | None = None, depth: int | None = None) -> _Process:
+        facts = facts or self._facts(pid)
+        found = self._decide(pid, parent, facts)
+        depth = self._depth(parent, found.function) if depth is None else depth
+        return self._register(pid, facts.start_time if facts else start, found, depth)
+
+    def _register(self, pid: int, start: int, found: Attribution, depth: int = 0) -> _Process:
+        proc = _Process(pid, start, found, depth)
         self._processes[pid] = proc
         fn = self._functions.get(found.function)
         if fn is None:
             fn = self._functions[found.function] = _Function(found.function, found.kind, found.memory_mb)
         fn.live.add(pid)
         fn.started += 1
+        if found.invocations is not None:
+            hit = INVOCATION_SHAPES[found.invocations] == depth
+            fn.invocations = (fn.invocations or 0) + hit
         fn.idle_since = None
         fn.cached = None
         return proc
@@ -161,7 +183,8 @@ class Aggregator:
             # Events come per CPU, not in order: the child's exec, later in
             # time, was heard first and decided already.
             return
-        self._pending[child] = _Pending(self._decide(child, parent, facts), self._clock(), ts_ns)
+        found = self._decide(child, parent, facts)
+        self._pending[child] = _Pending(found, self._clock(), ts_ns, self._depth(parent, found.function))
 
     def on_exec(self, pid: int, exec_env: Mapping[str, str] | None = None, ts_ns: int = 0) -> None:
         """A new program: a rule may now name it (the command line changed).
@@ -177,7 +200,7 @@ class Aggregator:
             if proc is None:
                 found = self.rules.attribute(facts)
                 if found.function != HOST:
-                    self._pending[pid] = _Pending(found, self._clock(), ts_ns)
+                    self._pending[pid] = _Pending(found, self._clock(), ts_ns, self._kept_depth(pid, found))
                     return
         if facts is None:
             return
@@ -186,14 +209,20 @@ class Aggregator:
             pending = self._pending.get(pid)
             if pending is not None and found.function == HOST:
                 return  # keep what it inherited at fork
+            depth = self._kept_depth(pid, found)
             self._pending.pop(pid, None)
-            self._attribute(pid, None, 0, facts)
+            self._attribute(pid, None, 0, facts, depth)
         elif found.function != HOST and found.function != proc.attribution.function:
             # Renamed by its new program: what it did so far stays with the
             # function that exported it; the new one counts from here on.
             self._retire(proc)
             moved = self._attribute(pid, None, proc.start, facts)
             moved.last = moved.base = proc.last
+
+    def _kept_depth(self, pid: int, found: Attribution) -> int:
+        """An exec that keeps the function its fork decided keeps the depth too."""
+        pending = self._pending.get(pid)
+        return pending.depth if pending is not None and pending.attribution.function == found.function else 0
 
     # -- figures ---------------------------------------------------------------
     def update(self, snapshot: KernelSnapshot) -> list[int]:
@@ -225,7 +254,7 @@ class Aggregator:
         pending = self._pending.pop(pid, None)
         if pending is None:
             return self._attribute(pid, None, 0)
-        return self._register(pid, 0, pending.attribution)
+        return self._register(pid, 0, pending.attribution, pending.depth)
 
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]
@@ -244,6 +273,8 @@ class Aggregator:
         exported = Counters(max(a, b) for a, b in zip(fn.counters.raw, fn.exposed.raw))
         _absorb(sink, exported, fn.syscalls, fn.decompression, fn.kvm)
         sink.started += fn.started
+        if fn.invocations is not None:
+            sink.invocations = (sink.invocations or 0) + fn.invocations
         sink.cached = None
         del self._functions[fn.name]
 
@@ -264,7 +295,7 @@ class Aggregator:
             # Never less than what a scrape already saw.
             fn.exposed = Counters(max(a, b) for a, b in zip(counters.raw, fn.exposed.raw))
             fn.cached = FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), fn.exposed,
-                                     self._top_k(fn, syscalls), decomp, fn.started, kvm)
+                                     self._top_k(fn, syscalls), decomp, fn.started, kvm, fn.invocations)
             views.append(fn.cached)
         return views
 

@@ -13,6 +13,7 @@ or environment value as a label.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -37,6 +38,7 @@ from profiler.figures import (
     LABEL_MAP,
     LABEL_PROBE,
     NS_PER_SECOND,
+    INVOCATIONS,
     PROCESSES_STARTED,
     SYSCALLS_BY_NAME,
     TAX_DOLLARS,
@@ -46,6 +48,7 @@ from profiler.figures import (
 )
 from profiler.attribution.rules import WorkloadKind
 from profiler.model import CallStats
+from profiler.system.host import cpu_model
 from profiler.tax.function_tax import TaxedFunction
 from profiler.tax.virtualization import KVM_GROUPS, Visibility, has_kvm_activity, visibility
 
@@ -82,6 +85,9 @@ class FntaxCollector(Collector):
         self.source = source
         # The library's own reader of this process's CPU and memory.
         self._process = ProcessCollector(registry=None)
+        # Which kernel and CPU the figures come from: a fleet compares one
+        # function's tax across kernels by joining on this (deploy/prometheus/rules/fntax-fleet.yaml).
+        self._host = (os.uname().release, cpu_model())
 
     def describe(self) -> list[Metric]:
         return []  # no scrape at registration
@@ -132,7 +138,10 @@ class FntaxCollector(Collector):
         duration = GaugeMetricFamily("fntax_scrape_duration_seconds",
                                      "How long the previous scrape of the agent took.")
         duration.add_metric([], self.source.last_scrape_seconds[0])
-        yield from (attached, runs, run_s, mean, entries, capacity, failures, lost, cpu, rss, errors, duration)
+        host = GaugeMetricFamily("fntax_host_info", "The host's kernel release and CPU model (always 1).",
+                                 labels=["kernel", "cpu_model"])
+        host.add_metric(list(self._host), 1)
+        yield from (attached, runs, run_s, mean, entries, capacity, failures, lost, cpu, rss, errors, duration, host)
         yield from process.values()
 
 
@@ -169,7 +178,7 @@ def function_families() -> list[Family]:
         if figure.family is not None and figure.family not in families:
             families.append(figure.family)
     tables = [t.family for t in _tables() if t.family is not None]
-    return [*families, *tables, KVM_MEASURED, PROCESSES_STARTED, TAX_SECONDS, TAX_DOLLARS]
+    return [*families, *tables, KVM_MEASURED, PROCESSES_STARTED, INVOCATIONS, TAX_SECONDS, TAX_DOLLARS]
 
 
 def _calls(table: CallTable, base: str, calls: Mapping[str, CallStats]) -> list[str]:
@@ -227,6 +236,8 @@ def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
                     lines[KVM_MEASURED.name].append(f'{{{base},{KVM_MEASURED.label}="{group}"}} '
                                                     f"{_STATE_VALUE[state]!r}")
         lines[PROCESSES_STARTED.name].append(f"{{{base}}} {view.processes_started}")
+        if view.invocations is not None:
+            lines[INVOCATIONS.name].append(f"{{{base}}} {view.invocations}")
         for category in CATEGORIES:
             lines[TAX_SECONDS.name].append(
                 f'{{{base},{LABEL_CATEGORY}="{category}"}} {taxed.tax_by_category.get(category, 0.0)!r}')

@@ -55,7 +55,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("dashboards")
     binary = compile_accounting(tmp)
     rules = tmp / "rules.yaml"
-    rules.write_text("rules:\n  - env: AWS_LAMBDA_FUNCTION_NAME\n    memory_mb: 512\n  - vm_monitor: true\n"
+    # Each paced run is one process started into its function: one invocation.
+    rules.write_text("rules:\n  - env: AWS_LAMBDA_FUNCTION_NAME\n    memory_mb: 512\n    invocations: process\n"
+                     "  - vm_monitor: true\n"
                      "unmatched: host\n")
     agent_port, prom_port = free_port(), free_port()
     prom_url = f"http://127.0.0.1:{prom_port}"
@@ -163,6 +165,9 @@ def test_panels_show_the_workloads(stack: dict[str, Any]) -> None:
         # counted under "host" (its name lost). Printed, tolerated for one run.
         print(f"the agent counted {counted:.0f} fn-syscalls getppid calls, the workload made {done * SYSCALLS_PER_RUN}")
     assert counted in (done * SYSCALLS_PER_RUN, (done - 1) * SYSCALLS_PER_RUN)
+    # Invocations (rule `invocations: process`): one per run the test started.
+    (row,) = query(prom, 'sum(fntax_invocations_total{function="fn-syscalls"})')
+    assert float(row["value"][1]) in (done, done - 1)
     # Top functions by tax seconds: all four workloads are there.
     (panel,) = [p for p in generate.HOST.panels if p.title == "Top functions by tax seconds"]
     top = previews.Prometheus(prom).run(panel, panel.queries[0], stack["start"], stack["end"], 1, {}, "10s")
