@@ -183,6 +183,16 @@ class KernelProbes:
     def map_update_failures(self) -> dict[str, int]:
         return self.reader.map_update_failures()
 
+    def workload_tids(self, workload: int) -> set[int]:
+        """Live threads the probes count (or will at exec) for a workload, read now.
+
+        Every task forked by one of the workload's is in it from birth
+        (sched_process_fork, before the child first runs), reparented or in a
+        session of its own; its entry goes at its last switch-out. Read-only."""
+        tasks = self._bpf["tasks"]
+        return {int(key.value) for key, task in tasks.items()
+                if task.workload == workload or task.arm_workload == workload}
+
 
 def _threads(proc: psutil.Process) -> Iterable[Any]:
     try:

@@ -8,17 +8,19 @@ makes every descendant follow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import psutil
 
 from profiler.errors import InputError
+from profiler.system import procfs
 from profiler.system.host import host_info
 from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.model import (
@@ -44,6 +46,11 @@ class CgroupHook(Protocol):
     def throttled_ns(self) -> int: ...
 # Exit code of a command killed by signal N, as shells report it.
 SIGNAL_EXIT_BASE = 128
+# Stopping a capture: SIGTERM to every process of the workload, SIGKILL to
+# what is left after the grace period, and after this much longer fntax stops
+# waiting for processes that SIGKILL does not end (stuck in the kernel).
+STOP_GRACE_S = 2.0
+STOP_PATIENCE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
         say(f"running {' '.join(target.command)} (pid {child.pid})")
     started = time.monotonic_ns()
     child.release()
-    exit_code = _wait(child.pid, stop)
+    exit_code = _wait(child.pid, stop, lambda: probes.workload_tids(workload))
     polled_wall_ns = time.monotonic_ns() - started
     throttled = cgroup.throttled_ns() - throttled_before if cgroup is not None else 0
     snapshot = _settled_snapshot(probes, workload)
@@ -240,35 +247,81 @@ class _GatedChild:
             raise InputError(f"cannot run {self._command[0]}: {failure.decode(errors='replace')}")
 
 
-def _wait(pid: int, stop: _StopRequest) -> int:
-    """Wait for the child; on SIGINT/SIGTERM pass SIGTERM on, then SIGKILL after 2 s."""
-    forwarded_at: float | None = None
+def _wait(pid: int, stop: _StopRequest, workload_tids: Callable[[], set[int]]) -> int:
+    """Wait for the child; on SIGINT/SIGTERM stop the whole workload, then return the child's exit code.
+
+    Stopping a capture stops the whole function: every process of the
+    workload, the child's descendants and the ones that left its tree (a
+    double fork reparents to init, setsid leaves the process group). The
+    probes know them all: each task forked by one of the workload's is
+    tracked from birth, by workload id. Each gets SIGTERM, what is left
+    SIGKILL after STOP_GRACE_S, and the capture ends once none is left."""
+    exit_code: int | None = None
+    stopping_since: float | None = None
+    termed: set[int] = set()
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
-                SIGNAL_EXIT_BASE + os.WTERMSIG(status)
-        if stop.signum is not None:
-            if forwarded_at is None:
-                _signal_tree(pid, signal.SIGTERM)
-                forwarded_at = time.monotonic()
-            elif time.monotonic() - forwarded_at > 2.0:
-                _signal_tree(pid, signal.SIGKILL)
+        if exit_code is None:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                exit_code = os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+                    SIGNAL_EXIT_BASE + os.WTERMSIG(status)
+        if stop.signum is None:
+            if exit_code is not None:
+                return exit_code  # ended on its own (what it left running is not stopped)
+        else:
+            now = time.monotonic()
+            if stopping_since is None:
+                stopping_since = now
+            kill = now - stopping_since > STOP_GRACE_S
+            left = _signal_workload(pid if exit_code is None else None, workload_tids,
+                                    signal.SIGKILL if kill else signal.SIGTERM, () if kill else termed)
+            termed |= left
+            if exit_code is not None and (not left or now - stopping_since > STOP_GRACE_S + STOP_PATIENCE_S):
+                return exit_code
         time.sleep(0.01)
 
 
-def _signal_tree(pid: int, sig: signal.Signals) -> None:
-    """Signal a command and every process it started: stopping a capture stops the whole function."""
+def _signal_workload(root: int | None, workload_tids: Callable[[], set[int]], sig: signal.Signals,
+                     skip: Iterable[int] = ()) -> set[int]:
+    """Send sig to every process of the workload not in skip; returns the processes it has (tgids).
+
+    root: the unreaped child (None once reaped); its descendants count too,
+    should one have missed tracking (a full map). A tracked process is
+    signalled through a pidfd opened before the tracked set is read again:
+    the pid signalled is one the probes still count, never a reused number."""
+    skip = set(skip)
+    found: set[int] = set()
+    untracked: set[int] = set()
+    if root is not None:  # our unreaped child: its pid cannot be reused
+        found.add(root)
+        if root not in skip:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(root, sig)
+        with contextlib.suppress(psutil.Error):
+            untracked = {p.pid for p in psutil.Process(root).children(recursive=True)}
+    handles: dict[int, tuple[int, int]] = {}  # tgid -> (a tracked tid of it, its pidfd)
     try:
-        tree = [psutil.Process(pid)]
-        tree += tree[0].children(recursive=True)
-    except psutil.Error:
-        return
-    for proc in reversed(tree):  # children first, so none is orphaned before it hears
-        try:
-            proc.send_signal(sig)
-        except psutil.Error:
-            pass
+        for tid in workload_tids():
+            tgid = procfs.DEFAULT.tgid(tid)
+            if tgid is None or tgid == root or tgid in handles:
+                continue
+            with contextlib.suppress(OSError):  # gone since
+                handles[tgid] = (tid, os.pidfd_open(tgid))
+        still = workload_tids()
+        for tgid, (tid, fd) in handles.items():
+            untracked.discard(tgid)
+            if tid in still:
+                found.add(tgid)
+                if tgid not in skip:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(fd, sig)
+    finally:
+        for _tid, fd in handles.values():
+            os.close(fd)
+    for pid in untracked - skip:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).send_signal(sig)
+    return found | untracked
 
 
 def _capture_pid(probes: KernelProbes, target: Target, stop: _StopRequest,
