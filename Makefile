@@ -32,6 +32,7 @@ bench: bootstrap
 	$(PY) bench/syscall_cost.py
 	$(PY) bench/agent_scale.py
 	$(PY) bench/kvm_exit_cost.py
+	$(PY) bench/overload.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
