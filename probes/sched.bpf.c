@@ -161,7 +161,6 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 parent = (u32)args->parent_pid;
     u32 child = (u32)args->child_pid;
-    fntax_emit(args, FNTAX_EV_FORK, child, (u32)(bpf_get_current_pid_tgid() >> 32));
     struct fntax_task *pt = tasks.lookup(&parent);
     u32 workload = pt ? pt->workload : (FNTAX_TRACE_ALL ? 1 : 0);
     if (!workload)
@@ -173,6 +172,22 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         fntax_timeline(workload, bpf_ktime_get_ns(), 0, 0, 1);
     return 0;
 }
+
+#if FNTAX_EVENTS
+/* The agent hears of new processes, not new threads: a thread belongs to a
+ * process already attributed, and an event per thread (plus the /proc read
+ * user space needed to tell) was a third of the agent's cost under churn.
+ * task_newtask fires in the parent, before the child can run, and says
+ * whether the clone made a thread. */
+#define FNTAX_CLONE_THREAD 0x00010000
+TRACEPOINT_PROBE(task, task_newtask)
+{
+    if (args->clone_flags & FNTAX_CLONE_THREAD)
+        return 0;
+    fntax_emit(args, FNTAX_EV_FORK, (u32)args->pid, (u32)(bpf_get_current_pid_tgid() >> 32));
+    return 0;
+}
+#endif
 
 #if FNTAX_TIMELINE
 /* The workload's first exec: its timeline starts with this one task on a CPU. */
@@ -256,7 +271,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         struct fntax_proc *p = procs.lookup(&tgid);
         if (p)
             p->exited = 1;
-        fntax_emit(args, FNTAX_EV_EXIT, tgid, 0);
+        /* No exit event: the fold hears of the exit from `exited`. */
     }
     /* The thread's last switch-out (sched_switch) deletes its tasks entry,
      * keeping the map bounded under churn. */

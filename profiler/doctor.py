@@ -20,7 +20,7 @@ from profiler.system.host import TRACEFS, headers_state
 
 TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_switch", "sched/sched_wakeup",
                "sched/sched_wakeup_new", "sched/sched_process_fork", "sched/sched_process_exec",
-               "sched/sched_process_exit", "exceptions/page_fault_user", "exceptions/page_fault_kernel",
+               "sched/sched_process_exit", "task/task_newtask", "exceptions/page_fault_user", "exceptions/page_fault_kernel",
                "irq/irq_handler_entry", "irq/irq_handler_exit", "irq/softirq_entry", "irq/softirq_exit")
 
 

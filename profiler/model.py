@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -35,6 +37,13 @@ class Counters:
             raw[_POSITION[name]] = value
         self._values: tuple[int, ...] = tuple(raw)
 
+    @classmethod
+    def of_raw(cls, values: tuple[int, ...]) -> Counters:
+        """From a tuple already in figure order and length (the snapshot reader's hot path)."""
+        made = cls.__new__(cls)
+        made._values = values
+        return made
+
     def __getitem__(self, figure: Figure) -> int:
         return self._values[_POSITION[figure.field]]
 
@@ -49,14 +58,14 @@ class Counters:
         return self._values
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(a + b for a, b in zip(self._values, other._values))
+        return Counters.of_raw(tuple(map(operator.add, self._values, other._values)))
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(a - b for a, b in zip(self._values, other._values))
+        return Counters.of_raw(tuple(map(operator.sub, self._values, other._values)))
 
     def growth_since(self, earlier: Counters) -> Counters:
         """What grew since `earlier`; a counter that went down counts as 0."""
-        return Counters(max(0, a - b) for a, b in zip(self._values, earlier._values))
+        return Counters.of_raw(tuple(a - b if a > b else 0 for a, b in zip(self._values, earlier._values)))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Counters) and self._values == other._values

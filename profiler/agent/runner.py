@@ -1,7 +1,7 @@
 """`fntax agent`: the probes system-wide, attribution per function, Prometheus out.
 
 The continuous way of driving the pipeline: probes (every process tracked,
-fork/exec/exit events on) -> attribution at fork/exec (profiler.ledger.functions) ->
+fork/exec events on) -> attribution at fork/exec (profiler.ledger.functions) ->
 per-function totals -> tax -> the exporter's collector. The main thread polls
 events and folds map snapshots; the HTTP thread only reads a view.
 """
@@ -229,7 +229,7 @@ class Agent:
 
     def _on_event(self, event: ProcessEvent) -> None:
         if event.type is EventType.FORK:
-            if self._aggregator.knows(event.pid):
+            if self._aggregator.is_reuse(event.pid, event.ts_ns):
                 # The pid was reused before the last fold drained its previous
                 # owner: fold now, so the old process's figures leave the map
                 # before the new one adds to it.

@@ -130,6 +130,15 @@ class Rules:
         """The first env rule's variable: the probe reads it from execve's envp."""
         return next((rule.env for rule in self.rules if rule.env is not None), None)
 
+    def decide_by_env(self, environ: Mapping[str, str]) -> Attribution | None:
+        """The decision when the first rule reads an environment variable that
+        `environ` sets: no later rule can overrule it, so /proc need not be
+        read (the agent hears envp at exec). None: the other facts are needed."""
+        first = self.rules[0] if self.rules else None
+        if first is None or first.env is None or not environ.get(first.env):
+            return None
+        return first.match(ProcessFacts(0, 0, 0, "", "", "", dict(environ)))
+
     def attribute(self, facts: ProcessFacts) -> Attribution:
         for rule in self.rules:
             found = rule.match(facts)

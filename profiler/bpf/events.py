@@ -1,4 +1,4 @@
-"""Process-tree events (fork, exec, exit) from the probes' perf buffer."""
+"""Process-tree events from the probes' perf buffer: fork (a new process, never a thread) and exec."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class ProbeOptions:
 
     families: tuple[str, ...] = FAMILIES
     trace_all: bool = False
-    events: bool = False  # fork/exec/exit events to user space (the agent)
+    events: bool = False  # fork/exec events to user space (the agent)
     # With events: the environment variable whose value execve's envp carries
     # to the exec event (the agent's first env rule).
     exec_env_name: str | None = None

@@ -160,7 +160,7 @@ class KernelProbes:
 
     # -- continuous use (the agent) -------------------------------------------
     def open_events(self, on_event: Callable[[ProcessEvent], None], page_count: int | None = None) -> EventStream:
-        """Fork/exec/exit events to `on_event` while polled; needs events=True.
+        """Fork/exec events (processes, not threads) to `on_event` while polled; needs events=True.
 
         page_count: the perf buffer's pages per CPU (None: FNTAX_EVENT_PAGES, else the default)."""
         self._events = EventStream(self._bpf, on_event, page_count)

@@ -8,8 +8,10 @@ counter.
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from typing import Any, Callable, Iterable
 
+from profiler.bpf.batch import BatchTable
 from profiler.bpf.contracts import load_header, map_error_names
 from profiler.bpf.kvm_names import split_slot
 from profiler.figures import FIGURES
@@ -39,68 +41,78 @@ class MapReader:
         self._library_name = library_name
         self._tgid_of = tgid_of
         self._error_names = map_error_names(load_header())
-        # Batch reads (one bpf(2) call per map instead of two per entry),
-        # where the kernel supports them for a map.
-        self._batch: dict[str, bool] = {}
+        self._tables: dict[str, BatchTable] = {}
         # Per-process tables' keys by tgid as last read: forgetting an exited
         # process deletes its keys without walking the whole map again.
         self._keys: dict[str, dict[int, list[tuple[int, ...]]]] = {}
         # Entries each map held at the last read (the fill gauges).
         self._entries: dict[str, int] = {}
 
-    def _items(self, name: str) -> list[tuple[Any, Any]]:
-        table = self._bpf[name]
-        if self._batch.get(name, True):
-            try:
-                items = list(table.items_lookup_batch())
-                self._batch[name] = True
-            except Exception:  # bcc raises bare Exception when the kernel refuses
-                self._batch[name] = False
-                items = list(table.items())
-        else:
-            items = list(table.items())
+    def _table(self, name: str) -> BatchTable:
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = BatchTable(self._bpf[name])
+        return table
+
+    def _items(self, name: str) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+        items = self._table(name).read()
         self._entries[name] = len(items)
         return items
 
-    def _by_tgid(self, name: str) -> list[tuple[Any, Any]]:
+    def _by_tgid(self, name: str) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
         """A per-process table's entries, remembering each tgid's keys for forget()."""
         items = self._items(name)
+        at = self._table(name).key_index("tgid")
         keys: dict[int, list[tuple[int, ...]]] = {}
         for key, _val in items:
-            # Plain ints: a key read in a batch is a view into the batch's buffer.
-            keys.setdefault(int(key.tgid), []).append(tuple(int(getattr(key, f[0])) for f in key._fields_))
+            keys.setdefault(key[at], []).append(key)
         self._keys[name] = keys
         return items
 
+    def _procs(self) -> dict[int, tuple[str, int, bool, Counters]]:
+        table = self._table("procs")
+        counters = itemgetter(*(table.value_index("c", figure.field) for figure in FIGURES))
+        workload, exited, comm = (table.value_index(name) for name in ("workload", "exited", "comm"))
+        return {key[0]: (_comm(val[comm]), val[workload], bool(val[exited]), Counters.of_raw(counters(val)))
+                for key, val in self._items("procs")}
+
+    def _calls(self, name: str, slot: str, known: dict[int, Any], label: Callable[[int], str],
+               cpu: bool = False) -> dict[int, dict[str, CallStats]]:
+        """A per-process call table (syscalls by number, decoders by library) by tgid, then name."""
+        table = self._table(name)
+        tgid_at, slot_at = table.key_index("tgid"), table.key_index(slot)
+        count_at, ns_at = table.value_index("count"), table.value_index("ns")
+        cpu_at = table.value_index("cpu_ns") if cpu else None
+        out: dict[int, dict[str, CallStats]] = {pid: {} for pid in known}
+        names: dict[int, str] = {}
+        for key, val in self._by_tgid(name):
+            calls = out.get(key[tgid_at])
+            if calls is None:
+                continue
+            nr = key[slot_at]
+            called = names.get(nr)
+            if called is None:
+                called = names[nr] = label(nr)
+            stats = CallStats(val[count_at], val[ns_at], val[cpu_at] if cpu_at is not None else 0)
+            have = calls.get(called)
+            calls[called] = stats if have is None else have + stats
+        return out
+
     def snapshot(self, probe_mean_ns: dict[str, float]) -> KernelSnapshot:
         """Every map at one moment (unfolded per-CPU deltas included)."""
-        bpf = self._bpf
-        found: dict[int, tuple[str, int, bool, Counters]] = {}
-        for key, proc in self._items("procs"):
-            # A scalar key read in a batch is a plain int; one read singly, a c_uint.
-            found[int(getattr(key, "value", key))] = (_comm(proc.comm), int(proc.workload), bool(proc.exited), counters_of(proc.c))
+        found = self._procs()
         for tgid, delta in self._unfolded(found):
             comm, workload, exited, counters = found[tgid]
             found[tgid] = (comm, workload, exited, counters + delta)
-        syscalls: dict[int, dict[str, CallStats]] = {pid: {} for pid in found}
-        for key, val in self._by_tgid("proc_syscalls"):
-            table = syscalls.get(int(key.tgid))
-            if table is not None:
-                name = self._syscall_name(int(key.nr))
-                table[name] = table.get(name, CallStats()) + CallStats(int(val.count), int(val.ns))
-        decomp: dict[int, dict[str, CallStats]] = {pid: {} for pid in found}
-        if self._decompress:
-            for key, val in self._by_tgid("decomp"):
-                table = decomp.get(int(key.tgid))
-                if table is not None:
-                    lib = self._library_name(int(key.lib))
-                    table[lib] = table.get(lib, CallStats()) + CallStats(int(val.count), int(val.ns),
-                                                                         int(val.cpu_ns))
+        syscalls = self._calls("proc_syscalls", "nr", found, self._syscall_name)
+        decomp = self._calls("decomp", "lib", found, self._library_name, cpu=True) if self._decompress \
+            else {pid: {} for pid in found}
         kvm = self._kvm_tables(found)
+        empty = KvmCalls()
         processes = tuple(
             ProcessSample(pid=pid, comm=comm, workload=workload, exited=exited, counters=counters,
                           syscalls_by_name=syscalls[pid], decompression_by_library=decomp[pid],
-                          kvm=kvm.get(pid, KvmCalls()))
+                          kvm=kvm.get(pid, empty))
             for pid, (comm, workload, exited, counters) in sorted(found.items()))
         return KernelSnapshot(processes=processes, map_update_failures=self.map_update_failures(),
                               taken_at_ns=time.monotonic_ns(), probe_mean_ns=dict(probe_mean_ns),
@@ -110,13 +122,16 @@ class MapReader:
         """proc_kvm: each VM monitor's reasons and port buckets (slots split by probes/fntax.h)."""
         header = load_header()
         tables: dict[int, tuple[dict[str, CallStats], ...]] = {}
+        kvm = self._table("proc_kvm")
+        tgid_at, slot_at = kvm.key_index("tgid"), kvm.key_index("slot")
+        count_at, ns_at = kvm.value_index("count"), kvm.value_index("ns")
         for key, val in self._by_tgid("proc_kvm"):
-            tgid = int(key.tgid)
+            tgid = key[tgid_at]
             if tgid not in known:
                 continue
-            index, name = split_slot(int(key.slot), header)
+            index, name = split_slot(key[slot_at], header)
             table = tables.setdefault(tgid, ({}, {}, {}))[index]
-            table[name] = table.get(name, CallStats()) + CallStats(int(val.count), int(val.ns))
+            table[name] = table.get(name, CallStats()) + CallStats(val[count_at], val[ns_at])
         return {tgid: KvmCalls(*parts) for tgid, parts in tables.items()}
 
     def timelines(self) -> dict[int, Timeline]:
@@ -153,31 +168,21 @@ class MapReader:
         doomed = set(pids)
         if not doomed:
             return
-        procs = self._bpf["procs"]
-        for pid in doomed:
-            try:
-                del procs[procs.Key(pid)]
-            except KeyError:
-                pass
+        self._table("procs").delete([(pid,) for pid in doomed])
         for name, by_tgid in self._keys.items():
-            table = self._bpf[name]
-            for pid in doomed:
-                for key in by_tgid.pop(pid, ()):
-                    try:
-                        del table[table.Key(*key)]
-                    except KeyError:
-                        pass
+            keys = [key for pid in doomed for key in by_tgid.pop(pid, ())]
+            if keys:
+                self._table(name).delete(keys)
 
     def map_fill(self) -> tuple[dict[str, int], dict[str, int]]:
         """(entries, capacity) of the bounded per-process maps."""
         entries: dict[str, int] = {}
         capacity: dict[str, int] = {}
         for name in FILL_MAPS:
-            table = self._bpf[name]
             if name not in self._entries:
                 self._items(name)
             entries[name] = self._entries[name]
-            capacity[name] = int(table.max_entries)
+            capacity[name] = self._table(name).capacity
         return entries, capacity
 
     def count_entries(self, name: str) -> int:

@@ -33,6 +33,7 @@ class _Process:
     start: int
     attribution: Attribution
     depth: int = 0  # 0: started into its function from outside it; 1: a child of such a process; 2: deeper
+    event_ns: int = 0  # the kernel time of the event that decided it (0: none)
     last: ProcessSample | None = None
     # What the process had when it was re-attributed to this function: that
     # part stays with the function that exported it, never taken back.
@@ -123,7 +124,9 @@ class Aggregator:
             elif parent is not None and parent in self._pending:
                 found = self._pending[parent].attribution
         found = found or Attribution(HOST, WorkloadKind.PROCESS)
-        if found.memory_mb is None and facts is not None:
+        # A function's memory size is taken from its first process: no cgroup
+        # read for the others.
+        if found.memory_mb is None and facts is not None and found.function not in self._functions:
             found = dataclasses.replace(found, memory_mb=cgroup_memory_mb(pid))
         return found
 
@@ -144,8 +147,8 @@ class Aggregator:
         depth = self._depth(parent, found.function) if depth is None else depth
         return self._register(pid, facts.start_time if facts else start, found, depth)
 
-    def _register(self, pid: int, start: int, found: Attribution, depth: int = 0) -> _Process:
-        proc = _Process(pid, start, found, depth)
+    def _register(self, pid: int, start: int, found: Attribution, depth: int = 0, event_ns: int = 0) -> _Process:
+        proc = _Process(pid, start, found, depth, event_ns=event_ns)
         self._processes[pid] = proc
         fn = self._functions.get(found.function)
         if fn is None:
@@ -170,21 +173,40 @@ class Aggregator:
     def knows(self, pid: int) -> bool:
         return pid in self._processes
 
-    def on_fork(self, child: int, parent: int, ts_ns: int) -> None:
-        """Decide now, while /proc describes the child; it counts once it shows up in the maps.
+    def is_reuse(self, pid: int, ts_ns: int) -> bool:
+        """A fork event for a pid the agent still knows: a new process (the pid
+        was reused) unless the event is older than the known process's decision
+        (a fork heard after the same process's exec: events come per CPU)."""
+        known = self._processes.get(pid)
+        return known is not None and known.event_ns <= ts_ns
 
-        A fork event does not say whether the child is a thread: a thread's
-        decision is simply never claimed, and expires."""
-        facts = self._facts(child)
-        if facts is not None and facts.tgid != child:
-            return  # a thread: its process is attributed already
+    def on_fork(self, child: int, parent: int, ts_ns: int) -> None:
+        """Decide now; the child counts once it shows up in the maps.
+
+        Until it execs, a child is its parent's copy (the same command line,
+        environment and cgroup): it takes the parent's decision without a
+        /proc read, and its exec, if any, decides again. Only a child of a
+        process the agent knows nothing of is read from /proc."""
         earlier = self._pending.get(child)
-        if earlier is not None and earlier.event_ns > ts_ns:
+        known = self._processes.get(child)
+        if (earlier is not None and earlier.event_ns > ts_ns) or (known is not None and known.event_ns > ts_ns):
             # Events come per CPU, not in order: the child's exec, later in
             # time, was heard first and decided already.
             return
-        found = self._decide(child, parent, facts)
+        found = self._parents_decision(parent)
+        if found is None:
+            facts = self._facts(child)
+            if facts is not None and facts.tgid != child:
+                return  # a thread (the lost-fork stand-in passes any pid): its process is attributed already
+            found = self._decide(child, parent, facts)
         self._pending[child] = _Pending(found, self._clock(), ts_ns, self._depth(parent, found.function))
+
+    def _parents_decision(self, parent: int) -> Attribution | None:
+        known = self._processes.get(parent)
+        if known is not None:
+            return known.attribution
+        pending = self._pending.get(parent)
+        return pending.attribution if pending is not None else None
 
     def on_exec(self, pid: int, exec_env: Mapping[str, str] | None = None, ts_ns: int = 0) -> None:
         """A new program: a rule may now name it (the command line changed).
@@ -192,6 +214,10 @@ class Aggregator:
         exec_env is what the probe read from execve's envp: it still names the
         function when the process is already gone from /proc."""
         proc = self._processes.get(pid)
+        by_env = self.rules.decide_by_env(exec_env) if exec_env else None
+        if by_env is not None:
+            self._on_exec_decided(pid, proc, by_env, ts_ns)
+            return
         facts = self._facts(pid)
         if exec_env:
             # An exiting process's /proc environ is already empty: trust envp.
@@ -217,6 +243,17 @@ class Aggregator:
             # function that exported it; the new one counts from here on.
             self._retire(proc)
             moved = self._attribute(pid, None, proc.start, facts)
+            moved.last = moved.base = proc.last
+
+    def _on_exec_decided(self, pid: int, proc: _Process | None, found: Attribution, ts_ns: int) -> None:
+        """An exec the first rule decided from envp alone (no /proc read)."""
+        if found.memory_mb is None and found.function not in self._functions:
+            found = dataclasses.replace(found, memory_mb=cgroup_memory_mb(pid))
+        if proc is None:
+            self._pending[pid] = _Pending(found, self._clock(), ts_ns, self._kept_depth(pid, found))
+        elif found.function != proc.attribution.function:
+            self._retire(proc)  # renamed: as in on_exec
+            moved = self._register(pid, proc.start, found, 0, ts_ns)
             moved.last = moved.base = proc.last
 
     def _kept_depth(self, pid: int, found: Attribution) -> int:
@@ -254,7 +291,7 @@ class Aggregator:
         pending = self._pending.pop(pid, None)
         if pending is None:
             return self._attribute(pid, None, 0)
-        return self._register(pid, 0, pending.attribution, pending.depth)
+        return self._register(pid, 0, pending.attribution, pending.depth, pending.event_ns)
 
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]
@@ -270,7 +307,7 @@ class Aggregator:
         if sink is None:
             sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
         # At least what its series showed, so the host's sum never goes down.
-        exported = Counters(max(a, b) for a, b in zip(fn.counters.raw, fn.exposed.raw))
+        exported = Counters.of_raw(tuple(map(max, fn.counters.raw, fn.exposed.raw)))
         _absorb(sink, exported, fn.syscalls, fn.decompression, fn.kvm)
         sink.started += fn.started
         if fn.invocations is not None:
@@ -293,7 +330,7 @@ class Aggregator:
                     _accumulate(decomp, own[2])
                     kvm = kvm + own[3]
             # Never less than what a scrape already saw.
-            fn.exposed = Counters(max(a, b) for a, b in zip(counters.raw, fn.exposed.raw))
+            fn.exposed = Counters.of_raw(tuple(map(max, counters.raw, fn.exposed.raw)))
             fn.cached = FunctionView(fn.name, fn.kind, fn.memory_mb, len(fn.live), fn.exposed,
                                      self._top_k(fn, syscalls), decomp, fn.started, kvm, fn.invocations)
             views.append(fn.cached)

@@ -126,7 +126,7 @@ class FntaxCollector(Collector):
                                        labels=[LABEL_MAP])
         for name, value in stats.map_update_failures.items():
             failures.add_metric([name], value)
-        lost = CounterMetricFamily("fntax_events_lost", "Process events (fork/exec/exit) the perf buffer dropped.")
+        lost = CounterMetricFamily("fntax_events_lost", "Process events (fork, exec) the perf buffer dropped.")
         lost.add_metric([], stats.events_lost)
         process = {m.name: m for m in self._process.collect()}
         cpu = CounterMetricFamily("fntax_agent_cpu_seconds", "CPU time the agent itself used.")

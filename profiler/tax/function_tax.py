@@ -58,7 +58,9 @@ class TaxLedger:
             sink.dollars += moved.dollars
         out = []
         for view in views:
-            running = self._running.setdefault(view.function, _Running())
+            running = self._running.get(view.function)
+            if running is None:
+                running = self._running[view.function] = _Running()
             if view.counters == running.counters and view.decompression_by_library == running.decompression:
                 # Idle since the last fold (most functions, most of the time): nothing to add.
                 out.append(TaxedFunction(view, dict(running.by_category), running.dollars))
@@ -72,7 +74,7 @@ class TaxLedger:
                 running.by_category[category] += part
                 added += part
             running.dollars += added * (view.memory_mb or self.default_memory_mb) / 1024 * self.price
-            running.counters = Counters(max(a, b) for a, b in zip(view.counters.raw, running.counters.raw))
+            running.counters = Counters.of_raw(tuple(map(max, view.counters.raw, running.counters.raw)))
             running.decompression = {name: stats for name, stats in view.decompression_by_library.items()}
             out.append(TaxedFunction(view, dict(running.by_category), running.dollars))
         return out

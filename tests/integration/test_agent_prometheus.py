@@ -144,9 +144,13 @@ def test_agent_agrees_with_a_profile_capture(stack: dict[str, Any], tmp_path: Pa
 
 def test_no_pid_or_command_line_labels_and_self_metrics(stack: dict[str, Any]) -> None:
     body = urllib.request.urlopen(f"http://127.0.0.1:{stack['agent_port']}/metrics", timeout=10).read().decode()
-    labels = {part.split("=")[0] for line in body.splitlines() if "{" in line and not line.startswith("#")
-              for part in line[line.index("{") + 1: line.index("}")].split(",") if "=" in part}
-    assert labels <= {"function", "kind", "type", "mode", "category", "syscall", "library", "probe", "map"}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels = {name for family in text_string_to_metric_families(body) for sample in family.samples
+              for name in sample.labels}
+    # kernel and cpu_model: fntax_host_info's, one series per host.
+    assert labels <= {"function", "kind", "type", "mode", "category", "syscall", "library", "probe", "map",
+                      "figure", "reason", "kernel", "cpu_model"}
     for name in ("fntax_probe_attached", "fntax_probe_run_seconds_total", "fntax_map_capacity",
                  "fntax_map_update_failures_total", "fntax_scrape_duration_seconds", "fntax_agent_cpu_seconds_total"):
         assert name in body, name

@@ -232,3 +232,30 @@ def test_invocations_count_the_processes_a_rule_says_are_invocations(tmp_path: P
     # Folded into _exited after retention, the count stays in the host's sum.
     agg.update(_snap(*(_sample(pid, 1, exited=True) for pid in (10, 11, 12, 13, 14, 15))))
     assert _invocations(agg)["cgi"] == 3
+
+
+def test_forks_and_env_named_execs_need_no_proc_reads() -> None:
+    """A child is its parent's copy until it execs, and an exec the first
+    (env) rule decides from envp needs nothing else: under churn the agent
+    reads /proc only for processes whose parent it never heard of."""
+    FACTS.clear()
+    reads: list[int] = []
+
+    def counted(pid: int) -> ProcessFacts | None:
+        reads.append(pid)
+        return FACTS.get(pid)
+
+    agg = Aggregator(load_rules(None), facts=counted, clock=Clock())
+    _proc(10, None, comm="spawner")
+    agg.seed([(10, 1)])
+    assert reads == [10]
+    for pid in range(100, 110):
+        agg.on_fork(pid, 10, pid)  # the spawner's copy: host, like the spawner
+        agg.on_exec(pid, {"AWS_LAMBDA_FUNCTION_NAME": "fn-env"}, pid + 1)
+        agg.on_fork(pid + 100, pid, pid + 2)  # the function's own child
+    assert reads == [10]
+    agg.update(_snap(*(_sample(pid, 1) for pid in [*range(100, 110), *range(200, 210)])))
+    assert _totals(agg) == {"fn-env": 20, "host": 0} or _totals(agg) == {"fn-env": 20}
+    # A fork from a parent never heard of is read from /proc.
+    agg.on_fork(300, 299, 400)
+    assert reads == [10, 300]
