@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Callable
 
@@ -19,6 +19,7 @@ import psutil
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from profiler.agent.privileges import drop_after_load
 from profiler.agent.webserver import load_web_config, serve
 from profiler.attribution.rules import Rules, load_rules
 from profiler.bpf.events import EventType, ProcessEvent
@@ -50,6 +51,8 @@ class AgentSettings:
     max_procs: int = 16384
     max_tasks: int = 65536
     event_pages: int | None = None  # perf buffer pages per CPU (None: FNTAX_EVENT_PAGES, else 256)
+    # Capabilities kept once the probes are loaded (profiler.agent.privileges; None: all).
+    keep_capabilities: frozenset[str] | None = None
 
 
 TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
@@ -117,6 +120,9 @@ class Agent:
         with KernelProbes(options) as probes:
             self.probes = probes
             probes.open_events(self._on_event, self.settings.event_pages)
+            # Before any thread starts: capabilities are per thread.
+            if not drop_after_load(self.settings.keep_capabilities, self.say):
+                self.settings = replace(self.settings, bpf_stats=False)
             self._aggregator.seed(_running_processes())
             server, _thread = serve(self.metrics_body, self.settings.listen, self.web_config)
             scheme = "https" if self.web_config.tls else "http"
@@ -152,12 +158,17 @@ class Agent:
                     probes.set_run_time_stats(False)
                     window_ends = None
                     next_window = now + self.settings.stats_period_seconds
-            # Events arrive within ~100 ms: short-lived processes are
-            # attributed while /proc still describes them.
-            for _ in range(max(1, int(self.settings.interval_seconds / 0.1))):
-                probes.poll_events(100)
-                if self._stop.is_set():
+            # Events are handled as they arrive (short-lived processes are
+            # attributed while /proc still describes them), and the maps are
+            # folded once per interval: a poll returns at the first event, so
+            # counting polls instead of time folded dozens of times a second
+            # under churn.
+            fold_at = time.monotonic() + self.settings.interval_seconds
+            while not self._stop.is_set():
+                left = fold_at - time.monotonic()
+                if left <= 0:
                     break
+                probes.poll_events(max(1, min(100, int(left * 1000))))
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_rules()
