@@ -8,6 +8,7 @@ events and folds map snapshots; the HTTP thread only reads a view.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -56,6 +57,7 @@ class AgentSettings:
 
 
 TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
+AGENT_FUNCTION = "_fntax_agent"  # the agent's own process, published under this name
 
 
 class Agent:
@@ -124,6 +126,9 @@ class Agent:
             if not drop_after_load(self.settings.keep_capabilities, self.say):
                 self.settings = replace(self.settings, bpf_stats=False)
             self._aggregator.seed(_running_processes())
+            # The agent's own syscalls (its bpf(2) map reads above all) are
+            # published under its own name, never as the host's tax.
+            self._aggregator.pin(os.getpid(), AGENT_FUNCTION)
             server, _thread = serve(self.metrics_body, self.settings.listen, self.web_config)
             scheme = "https" if self.web_config.tls else "http"
             self.say(f"serving metrics on {scheme}://{self.settings.listen}/metrics")

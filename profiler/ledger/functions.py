@@ -170,6 +170,14 @@ class Aggregator:
             if pid not in self._processes:
                 self._attribute(pid, pending[pid], 0)
 
+    def pin(self, pid: int, function: str) -> None:
+        """Put a process under a function of its own, whatever the rules say
+        (the agent itself: its map reads are not the host's tax)."""
+        known = self._processes.get(pid)
+        if known is not None:
+            self._retire(known)
+        self._register(pid, 0, Attribution(function, WorkloadKind.PROCESS))
+
     def knows(self, pid: int) -> bool:
         return pid in self._processes
 

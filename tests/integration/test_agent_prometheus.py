@@ -165,3 +165,47 @@ def test_millisecond_processes_named_at_their_own_exec(stack: dict[str, Any], tm
                         "syscalls", "1000"], check=True, timeout=30)
     query = 'fntax_syscalls_by_name_total{function="fn-ms",syscall="getppid"}'
     assert _value(stack, query, 10_000) == 10_000
+
+
+def _schedstat_ns(pid: int) -> int:
+    """Time on a CPU of every thread of a process, the kernel's own account (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError):
+            pass  # a thread that just ended
+    return total
+
+
+def test_the_agents_own_work_is_not_the_hosts_tax(stack: dict[str, Any]) -> None:
+    """The agent's map reads are bpf(2) calls: published under its own name, not as host's tax."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{stack['agent_port']}/metrics", timeout=10).read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(body) for s in family.samples}
+
+    def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+        return samples.get((name, (("function", "_fntax_agent"), ("kind", "process"))), 0.0)
+
+    pid = stack["agent"].pid
+    # The kernel counts from the process's start, fntax from its probes'
+    # load: compare what both saw grow between two folds (--interval 0.5).
+    s0 = _schedstat_ns(pid)
+    time.sleep(1.0)
+    first = scrape()  # folded after s0
+    s1 = _schedstat_ns(pid)
+    time.sleep(2.0)
+    s2 = _schedstat_ns(pid)
+    time.sleep(1.0)
+    second = scrape()  # folded after s2
+    s3 = _schedstat_ns(pid)
+    assert value(second, "fntax_syscalls_total") > 0
+    # Other processes may make a few bpf calls; the agent's are not among host's.
+    host_bpf = second.get(("fntax_syscalls_by_name_total",
+                           (("function", "host"), ("kind", "process"), ("syscall", "bpf"))), 0.0)
+    assert host_bpf < value(second, "fntax_syscalls_total") / 10
+    grown = (value(second, "fntax_oncpu_seconds_total") - value(first, "fntax_oncpu_seconds_total")) * 1e9
+    assert 0.9 * (s2 - s1) <= grown <= 1.1 * (s3 - s0), (s2 - s1, grown, s3 - s0)
