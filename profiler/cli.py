@@ -345,20 +345,28 @@ def baseline_list() -> None:
 @click.option("--event-pages", type=int, default=None, envvar="FNTAX_EVENT_PAGES", metavar="PAGES",
               help="Per-CPU perf buffer for fork/exec/exit events, in pages (a power of two; default 256). "
                    "Events that do not fit are counted in fntax_events_lost_total.")
+@click.option("--keep-capabilities", "keep_capabilities", default="dac_read_search,sys_ptrace",
+              show_default=True, metavar="CAP[,CAP...]|all|none",
+              help="Capabilities kept once the probes are loaded (names as in capabilities(7), CAP_ prefix "
+                   "optional); every other one is dropped. The default reads other users' /proc/PID/environ; "
+                   "add sys_admin to keep sampling BPF run-time statistics, net_bind_service to listen on a "
+                   "port below 1024; all drops nothing.")
 @click.option("--quiet", "-q", is_flag=True)
 @_one_line_errors
 def agent(listen: str, rules_path: str | None, web_config_path: str | None, retention_seconds: float,
           top_syscalls: int, interval_seconds: float, prices: str, default_memory_mb: int, no_bpf_stats: bool,
-          event_pages: int | None, quiet: bool) -> None:
+          event_pages: int | None, keep_capabilities: str, quiet: bool) -> None:
     """Run the probes host-wide and export per-function metrics to Prometheus.
 
     SIGTERM detaches every probe and exits; SIGHUP reloads the rules.
     """
+    from profiler.agent.privileges import parse_keep
     from profiler.agent.runner import Agent, AgentSettings
     from profiler.agent.webserver import parse_listen
     from profiler.bpf.events import check_page_count
 
     parse_listen(listen)
+    keep = parse_keep(keep_capabilities)
     if event_pages is not None:
         check_page_count(event_pages)
     if not interval_seconds > 0:
@@ -367,5 +375,5 @@ def agent(listen: str, rules_path: str | None, web_config_path: str | None, rete
                              retention_seconds=retention_seconds, top_syscalls=top_syscalls,
                              interval_seconds=interval_seconds, prices=prices,
                              default_memory_mb=default_memory_mb, bpf_stats=not no_bpf_stats,
-                             event_pages=event_pages)
+                             event_pages=event_pages, keep_capabilities=keep)
     Agent(settings, _progress(quiet)).run()

@@ -47,7 +47,9 @@ CAPABILITIES: tuple[str, ...] = (
 BIT: dict[str, int] = {name: bit for bit, name in enumerate(CAPABILITIES)}
 
 # What the running agent needs (found on kernel 6.18, tests/integration/test_least_privilege.py):
-# another user's /proc/PID/environ (ptrace read access, and the file's mode 0400).
+# other processes' /proc/PID/environ: ptrace read access (sys_ptrace; root's processes too, once
+# the agent holds fewer capabilities than they do) and, for another user's, the file's mode 0400
+# (dac_read_search, the narrower of the two DAC overrides: read only).
 DEFAULT_KEEP: tuple[str, ...] = ("dac_read_search", "sys_ptrace")
 # Kept only if asked for: BPF_ENABLE_STATS needs it (the agent's sampled probe statistics).
 STATS_CAPABILITY = "sys_admin"
@@ -195,9 +197,9 @@ def drop(keep: frozenset[str] | None) -> Dropped | None:
     """Lower every capability set of the process to `keep` (None: drop nothing).
 
     Run from the process's only thread: capabilities are per thread."""
-    before = get_sets()
     if keep is None:
         return None
+    before = get_sets()
     wanted = mask_of(keep)
     kept = before.permitted & wanted
     bounding_lowered = False

@@ -61,6 +61,24 @@ def test_daemonset_has_what_the_probes_need() -> None:
     assert "--config=/etc/fntax/rules/rules.yaml" in container["args"]
 
 
+def test_unit_and_daemonset_keep_the_same_capabilities_after_loading() -> None:
+    """Both pass --keep-capabilities: the agent's default set, granted by both for loading."""
+    from profiler.agent.privileges import DEFAULT_KEEP, parse_keep
+
+    (container,) = _daemonset()["spec"]["template"]["spec"]["containers"]
+    (k8s_flag,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--keep-capabilities=")]
+    unit = (DEPLOY / "fntax-agent.service").read_text()
+    (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    (unit_flag,) = [a.split("=", 1)[1] for a in exec_start.split() if a.startswith("--keep-capabilities=")]
+    kept = parse_keep(k8s_flag)
+    assert kept == parse_keep(unit_flag) == frozenset(DEFAULT_KEEP)
+    granted = {c.lower() for c in container["securityContext"]["capabilities"]["add"]}
+    assert kept <= granted  # one cannot keep what one was not given
+    unit_ambient = {c.removeprefix("CAP_").lower() for line in unit.splitlines()
+                    if line.startswith("AmbientCapabilities=") for c in line.split("=", 1)[1].split()}
+    assert kept <= unit_ambient
+
+
 def test_podmonitor_selects_the_daemonset_pods() -> None:
     # No schema ships for the Prometheus Operator's CRDs: check it against the DaemonSet instead.
     (monitor,) = _docs(K8S / "podmonitor.yaml")
