@@ -14,6 +14,7 @@ import click
 
 from profiler import __version__
 from profiler.errors import FntaxError, InputError
+from profiler.timings import Timings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,12 +100,15 @@ def main(debug: bool) -> None:
 @click.option("--decompressor", "decompressors", multiple=True, metavar="LIB:SYMBOL",
               help="Also time this (library or binary, symbol) as decompression. Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
+@click.option("--timings", "show_timings", is_flag=True,
+              help="Print on stderr what each phase took (compile, attach, probe cost, run, analysis, "
+                   "detach) and when the result was out.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF module source and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_one_line_errors
 def profile(json_path: str | None, pid: int | None, duration: float | None, repeat: int, warmup: int,
             memory_mb: int, prices: str, cpu_share: str, baseline_ref: str, plot_path: str | None,
-            decompressors: tuple[str, ...], quiet: bool, print_bpf: bool,
+            decompressors: tuple[str, ...], quiet: bool, show_timings: bool, print_bpf: bool,
             command: tuple[str, ...]) -> None:
     """Capture a command (after --) or a running pid tree under the probes.
 
@@ -137,11 +141,14 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
     if pid is not None and (repeat > 1 or warmup):
         raise InputError("--repeat/--warmup need a command, not --pid")
     _check_decompressors(decompressors)
+    timings = Timings()
     settings = SessionSettings(command=command, pid=pid, duration_seconds=duration, repeat=repeat,
                                warmup=warmup, memory_mb=memory_mb, prices=prices, cpu_share=cpu_share,
-                               baseline=baseline_ref, json_path=json_path, plot_path=plot_path)
+                               baseline=baseline_ref, json_path=json_path, plot_path=plot_path, timings=timings)
     outcome = run_session(settings, options, progress=_progress(quiet),
                           emit=None if json_path else click.echo)
+    if show_timings:
+        click.echo(timings.line(), err=True)
     if outcome.stop_signal is not None:
         sys.exit(128 + outcome.stop_signal)
     if outcome.exit_code:

@@ -28,6 +28,7 @@ from profiler.bpf.contracts import load_header
 from profiler.bpf.snapshot import MapReader
 from profiler.bpf.syscall_names import name_of, syscall_names
 from profiler.model import KernelSnapshot
+from profiler.timings import NO_TIMINGS, Timings
 from profiler.system import procfs
 
 __all__ = ["KernelProbes", "ProbeOptions", "ProgramStats", "check_environment", "module_source",
@@ -42,8 +43,9 @@ _NO_SYSCALL = 0xFFFFFFFF
 class KernelProbes:
     """A loaded, attached set of fntax probes. Use as a context manager."""
 
-    def __init__(self, options: ProbeOptions | None = None) -> None:
+    def __init__(self, options: ProbeOptions | None = None, timings: Timings = NO_TIMINGS) -> None:
         self.options = options or ProbeOptions()
+        self.timings = timings
         self._bpf: Any = None
         self._attached = Attached()
         self._stats_fd: int | None = None
@@ -57,9 +59,11 @@ class KernelProbes:
         check_environment()
         wants_stats = self.options.run_time_stats or self.options.measure_probe_costs
         self._stats_fd = probe_cost.enable_stats() if wants_stats else None
-        self._bpf = compile_module(self.options)
+        with self.timings.phase("compile"):
+            self._bpf = compile_module(self.options)
         try:
-            self._attached, libraries = attach_all(self._bpf, self.options)
+            with self.timings.phase("attach"):
+                self._attached, libraries = attach_all(self._bpf, self.options)
         except BaseException:
             self.close()
             raise
@@ -72,7 +76,8 @@ class KernelProbes:
         self._reader = MapReader(self._bpf, "decompress" in self.options.families, syscall_name,
                                  lambda lib: libraries.get(lib, "unknown"), procfs.DEFAULT.tgid)
         if self.options.measure_probe_costs and self._stats_fd is not None:
-            probe_cost.run_synthetic_workload(lambda pid: self.track(pid, PROBE_COST_WORKLOAD))
+            with self.timings.phase("probe cost"):
+                probe_cost.run_synthetic_workload(lambda pid: self.track(pid, PROBE_COST_WORKLOAD))
             self._probe_mean_ns = {k: v.mean_ns for k, v in self.program_stats().items() if v.runs}
             if not self.options.run_time_stats:
                 self.set_run_time_stats(False)
@@ -85,7 +90,8 @@ class KernelProbes:
             if self._events is not None:
                 self._events.close()
                 self._events = None
-            detach_all(bpf)
+            with self.timings.phase("detach"):
+                detach_all(bpf)
         self.set_run_time_stats(False)
 
     def __enter__(self) -> KernelProbes:

@@ -34,6 +34,7 @@ from profiler.model import (
     Timeline,
     summarise,
 )
+from profiler.timings import NO_TIMINGS, Timings
 
 WORKLOAD_ID = 1
 
@@ -121,6 +122,7 @@ def run_captures(
     cgroup: CgroupHook | None = None,
     cpu_share: float | None = None,
     finish: Callable[[list[Capture]], None] | None = None,
+    timings: Timings = NO_TIMINGS,
 ) -> list[Capture]:
     """Capture `count` runs of the command as fresh processes, probes loaded once.
 
@@ -132,19 +134,23 @@ def run_captures(
     say = progress or (lambda _msg: None)
     say("loading probes")
     captures: list[Capture] = []
-    with KernelProbes(options) as probes, _StopRequest() as stop:
+    with KernelProbes(options, timings) as probes, _StopRequest() as stop:
         if target.pid is not None:
-            captures.append(_capture_pid(probes, target, stop, say))
+            with timings.phase("run"):
+                captures.append(_capture_pid(probes, target, stop, say))
         else:
             for run in range(count):
                 if count > 1:
                     say(f"run {run + 1}/{count}")
-                captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
-                                                 cgroup, quiet=count > 1, cpu_share=cpu_share))
+                with timings.phase("run"):
+                    captures.append(_capture_command(probes, target, stop, say, WORKLOAD_ID + run,
+                                                     cgroup, quiet=count > 1, cpu_share=cpu_share))
                 if stop.signum is not None:
                     break
         if finish is not None:
-            finish(captures)  # while attached: the result is out before the slow detach
+            with timings.phase("analysis"):
+                finish(captures)  # while attached: the result is out before the slow detach
+            timings.mark("result")
     return captures
 
 

@@ -23,6 +23,7 @@ from profiler.bpf.probes import ProbeOptions, check_environment
 from profiler.model import Capture
 from profiler.output.capture_json import to_json
 from profiler.output.report import render
+from profiler.timings import NO_TIMINGS, Timings
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class SessionSettings:
     json_path: str | None = None
     plot_path: str | None = None
     refresh_calibration: bool = False
+    timings: Timings = NO_TIMINGS
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
         if share is not None:
             progress(f"cgroup: {share:.3f} CPU, {settings.memory_mb} MB")
         captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group, share,
-                                finish=finish)
+                                finish=finish, timings=settings.timings)
     data, table = done[0]
     last = captures[-1]
     return Outcome(data=data, table=table, exit_code=last.exit_code,

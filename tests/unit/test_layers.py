@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "profiler"
 
 # Lowest first: a module may import its own layer or any below it, never above.
 LAYERS: list[set[str]] = [
-    {"errors", "figures", "files", "model"},
+    {"errors", "figures", "files", "model", "timings"},
     {"system"},
     {"bpf"},
     {"attribution"},
