@@ -28,7 +28,7 @@ from profiler.bpf.probes import KernelProbes, ProbeOptions
 from profiler.ledger.functions import Aggregator
 from profiler.model import KernelSnapshot
 from profiler.system import procfs
-from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_functions
+from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_new_at_zero
 from profiler.tax.calibrate import ensure_calibration, host_costs
 from profiler.tax.cost import price_table
 from profiler.tax.function_tax import TaxedFunction, TaxLedger
@@ -80,6 +80,7 @@ class Agent:
         self.probes: KernelProbes | None = None
         self._rendered: bytes = b""
         self._rendered_for: list[TaxedFunction] | None = None
+        self._shown: set[str] = set()  # per-function series already served (new ones go out at 0 first)
         self._lost_seen = 0
 
     # -- the collector reads these (HTTP thread) ---------------------------------
@@ -98,9 +99,15 @@ class Agent:
             view = self._view
             cached = self._rendered if self._rendered_for is view else None
         if cached is None:
-            cached = render_functions(view)
             with self._lock:
-                self._rendered, self._rendered_for = cached, view
+                shown = self._shown
+            cached, names = render_new_at_zero(view, shown)
+            with self._lock:
+                # Series new in this body are served at 0 now and with their
+                # values from the next scrape on (render again then).
+                fresh = not names <= shown
+                self._shown = names
+                self._rendered, self._rendered_for = cached, (None if fresh else view)
         body = cached + generate_latest(self._registry)
         self._source.last_scrape_seconds[0] = time.perf_counter() - started
         return body

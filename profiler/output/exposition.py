@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import AbstractSet as Set, Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
@@ -205,6 +205,11 @@ _KVM_SET = frozenset(KVM_FIGURES)
 def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
     """The per-function families in the Prometheus text format."""
     lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
+    _lines(functions, lines)
+    return _text(lines, None)[0]
+
+
+def _lines(functions: Sequence[TaxedFunction], lines: dict[str, list[str]]) -> None:
     for taxed in functions:
         view = taxed.view
         base = f'{LABEL_FUNCTION}="{_escape(view.function)}",{LABEL_KIND}="{view.kind.value}"'
@@ -242,9 +247,30 @@ def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
             lines[TAX_SECONDS.name].append(
                 f'{{{base},{LABEL_CATEGORY}="{category}"}} {taxed.tax_by_category.get(category, 0.0)!r}')
         lines[TAX_DOLLARS.name].append(f"{{{base}}} {taxed.tax_dollars!r}")
+
+
+def render_new_at_zero(functions: Sequence[TaxedFunction], shown: Set[str]) -> tuple[bytes, set[str]]:
+    """Like render_functions, but a series not in `shown` (never served yet)
+    is rendered at 0: a counter that first appears at 0 lets Prometheus count
+    its first increase (a new function's first calls; after an agent restart,
+    the reset). Returns the body and every series it names."""
+    lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
+    _lines(functions, lines)
+    return _text(lines, shown)
+
+
+def _text(lines: Mapping[str, list[str]], shown: Set[str] | None) -> tuple[bytes, set[str]]:
     out: list[str] = []
+    names: set[str] = set()
     for family in function_families():
         kind = "counter" if family.name.endswith("_total") else "gauge"
         out.append(f"# HELP {family.name} {family.help}\n# TYPE {family.name} {kind}\n")
-        out.extend(f"{family.name}{line}\n" for line in lines[family.name])
-    return "".join(out).encode()
+        if shown is None:
+            out.extend(f"{family.name}{line}\n" for line in lines[family.name])
+            continue
+        for line in lines[family.name]:
+            labels, _, value = line.rpartition(" ")
+            name = family.name + labels
+            names.add(name)
+            out.append(f"{name} {value if name in shown or kind == 'gauge' else '0'}\n")
+    return "".join(out).encode(), names
