@@ -21,7 +21,9 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from profiler.agent.privileges import drop_after_load
-from profiler.agent.webserver import load_web_config, serve
+from wsgiref.simple_server import WSGIServer
+
+from profiler.agent.webserver import bind, load_web_config, start
 from profiler.attribution.rules import Rules, load_rules
 from profiler.bpf.events import EventType, ProcessEvent
 from profiler.bpf.probes import KernelProbes, ProbeOptions
@@ -114,6 +116,14 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------
     def run(self) -> None:
+        # The port first: in use, it is one line now, not after the probes load.
+        server = bind(self.metrics_body, self.settings.listen, self.web_config)
+        try:
+            self._run(server)
+        finally:
+            server.server_close()
+
+    def _run(self, server: WSGIServer) -> None:
         costs = host_costs(ensure_calibration(progress=self.say))
         # Probe costs are measured at load, as for `fntax profile`: the tax
         # layer takes the observer out of the syscall tax the same way.
@@ -136,7 +146,7 @@ class Agent:
             # The agent's own syscalls (its bpf(2) map reads above all) are
             # published under its own name, never as the host's tax.
             self._aggregator.pin(os.getpid(), AGENT_FUNCTION)
-            server, _thread = serve(self.metrics_body, self.settings.listen, self.web_config)
+            start(server)
             scheme = "https" if self.web_config.tls else "http"
             self.say(f"serving metrics on {scheme}://{self.settings.listen}/metrics")
             previous = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGTERM, signal.SIGINT,

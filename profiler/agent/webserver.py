@@ -236,6 +236,12 @@ def metrics_app(body: Callable[[], bytes]) -> WSGIApp:
 
 
 def serve(body: Callable[[], bytes], listen: str, config: WebConfig) -> tuple[WSGIServer, threading.Thread]:
+    server = bind(body, listen, config)
+    return server, start(server)
+
+
+def bind(body: Callable[[], bytes], listen: str, config: WebConfig) -> WSGIServer:
+    """Listen now (a port in use is found before anything slow); serve once started."""
     host, port = parse_listen(listen)
     app: WSGIApp = metrics_app(body)
     if config.users:
@@ -250,6 +256,11 @@ def serve(body: Callable[[], bytes], listen: str, config: WebConfig) -> tuple[WS
         raise InputError(f"cannot listen on {host}:{port}: {err.strerror}") from err
     if isinstance(server, _TLSServer):
         server.ssl_context = context  # before serving starts: no request sees it unset
+    return server
+
+
+def start(server: WSGIServer) -> threading.Thread:
+    """Serve a bound server on its own thread (requests that arrived meanwhile waited in the backlog)."""
     thread = threading.Thread(target=server.serve_forever, name="fntax-http", daemon=True)
     thread.start()
-    return server, thread
+    return thread

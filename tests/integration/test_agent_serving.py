@@ -49,9 +49,20 @@ def _wait_port(port: int, proc: subprocess.Popen[str], seconds: float = 60) -> N
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
+        # The agent binds its port before loading the probes and serves once
+        # they are loaded: a connection is accepted early, answered only then
+        # (with a page, or a TLS alert, or a close: any answer will do).
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+                sock.settimeout(2)
+                try:
+                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    sock.recv(1)
+                    return
+                except ConnectionError:
+                    return  # answered with a reset (TLS refusing plain text)
+                except socket.timeout:
+                    pass
         time.sleep(0.3)
     raise AssertionError("agent never listened")
 
@@ -121,7 +132,10 @@ def test_bad_config_unreadable_web_config_busy_port(tmp_path: Path, setup: str, 
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
     try:
-        result = subprocess.run([FNTAX, "agent", "-q", "--listen", f"127.0.0.1:{port}", *args],
+        # Not quiet for the busy port: its one line comes before any progress
+        # (the port is bound before calibration and the probes load).
+        quiet = [] if setup == "port" else ["-q"]
+        result = subprocess.run([FNTAX, "agent", *quiet, "--listen", f"127.0.0.1:{port}", *args],
                                 capture_output=True, text=True, timeout=120)
     finally:
         if blocker:
