@@ -33,6 +33,7 @@ bench: bootstrap
 	$(PY) bench/agent_scale.py
 	$(PY) bench/kvm_exit_cost.py
 	$(PY) bench/overload.py
+	$(PY) bench/agent_scale_real.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache
