@@ -189,7 +189,8 @@ def shim(log: str, argv: list[str]) -> None:
             fold(self)
         finally:
             wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-            live = sum(1 for f in self.functions() if f.view.function.startswith("fn-") and f.view.processes > 0)
+            # Without building views: the agent builds them only when scraped.
+            live = sum(1 for name, n in self._aggregator.live_processes().items() if name.startswith("fn-") and n)
             out.write(f"{time.monotonic():.6f} {wall:.6f} {cpu:.6f} {live}\n")
 
     runner.Agent.refresh = refresh  # type: ignore[method-assign]

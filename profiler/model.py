@@ -121,11 +121,18 @@ class KvmCalls:
     pio_by_port: Mapping[str, CallStats] = field(default_factory=dict)
 
     def __add__(self, other: KvmCalls) -> KvmCalls:
+        # Nearly every process has no KVM tables: no merging for them.
+        if not other:
+            return self
+        if not self:
+            return other
         return KvmCalls(merge_calls(self.exits_by_reason, other.exits_by_reason),
                         merge_calls(self.userspace_exits_by_reason, other.userspace_exits_by_reason),
                         merge_calls(self.pio_by_port, other.pio_by_port))
 
     def growth_since(self, earlier: KvmCalls) -> KvmCalls:
+        if not earlier:
+            return self
         return KvmCalls(calls_growth(self.exits_by_reason, earlier.exits_by_reason),
                         calls_growth(self.userspace_exits_by_reason, earlier.userspace_exits_by_reason),
                         calls_growth(self.pio_by_port, earlier.pio_by_port))

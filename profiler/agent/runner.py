@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Callable
+from typing import Callable, Mapping
 
 import psutil
 from prometheus_client import generate_latest
@@ -78,6 +78,17 @@ class Agent:
         self._reload = threading.Event()
         self._aggregator = Aggregator(self.rules, settings.retention_seconds, settings.top_syscalls)
         self._view: list[TaxedFunction] = []
+        # The aggregator changes on the main thread (events, folds) and is
+        # read at scrape time: views and tax are built only when a scrape
+        # asks and something changed since (a scrape is rarer than a fold).
+        self._state = threading.RLock()
+        self._changed = False
+        # A view built ahead of the next expected scrape (by the folding
+        # thread), served by it as it is: the scrape then only renders.
+        self._ahead = False
+        self._ahead_at = 0.0
+        self._scraped_at: list[float] = []
+        self._probe_mean_ns: Mapping[str, float] = {}
         self._self: SelfStats = SelfStats({}, {}, {}, {}, {})
         self.probes: KernelProbes | None = None
         self._rendered: bytes = b""
@@ -87,8 +98,15 @@ class Agent:
 
     # -- the collector reads these (HTTP thread) ---------------------------------
     def functions(self) -> list[TaxedFunction]:
+        """Every function's figures and tax now (built here if anything changed since the last call)."""
+        with self._state:
+            if self._changed:
+                self._changed = False
+                view = self._tax.update(self._aggregator.view(), self._probe_mean_ns)
+                with self._lock:
+                    self._view = view
         with self._lock:
-            return list(self._view)
+            return self._view
 
     def self_stats(self) -> SelfStats:
         with self._lock:
@@ -98,7 +116,13 @@ class Agent:
         """One scrape: per-function families (re-rendered only when the view changed) + self-metrics."""
         started = time.perf_counter()
         with self._lock:
-            view = self._view
+            now = time.monotonic()
+            # Never older than one fold: a scrape later than expected builds afresh.
+            ahead = self._ahead and now - self._ahead_at <= 1.5 * self.settings.interval_seconds
+            self._ahead = False
+            self._scraped_at = [*self._scraped_at[-1:], now]
+        view = self._view if ahead else self.functions()
+        with self._lock:
             cached = self._rendered if self._rendered_for is view else None
         if cached is None:
             with self._lock:
@@ -195,6 +219,8 @@ class Agent:
                 self._reload.clear()
                 self._reload_rules()
             self.refresh()
+            # Not in refresh(): a fold forced by a reused pid must stay cheap.
+            self._build_ahead()
 
     def refresh(self) -> None:
         """Fold a map snapshot into the totals and publish a fresh view."""
@@ -205,12 +231,15 @@ class Agent:
         # could show in the maps, so polling after the read catches them all.
         snapshot = self.probes.snapshot()
         self.probes.poll_events(0)
-        lost = self.probes.events_lost
-        if lost != self._lost_seen:
-            self._lost_seen = lost
-            self._stand_in_for_lost_forks(snapshot)
-        exited = self._aggregator.update(snapshot)
-        self.probes.forget(exited)
+        with self._state:
+            lost = self.probes.events_lost
+            if lost != self._lost_seen:
+                self._lost_seen = lost
+                self._stand_in_for_lost_forks(snapshot)
+            exited = self._aggregator.update(snapshot)
+            self.probes.forget(exited)
+            self._probe_mean_ns = snapshot.probe_mean_ns
+            self._changed = True
         # The tasks map is not part of a snapshot: count it now and then (a
         # full read of it per fold cost a fifth of the agent's CPU).
         self._refreshes += 1
@@ -222,10 +251,22 @@ class Agent:
             probe_runs=self._probe_runs(),
             map_entries=entries, map_capacity=capacity,
             map_update_failures=dict(snapshot.map_update_failures), events_lost=self.probes.events_lost)
-        view = self._tax.update(self._aggregator.view(), snapshot.probe_mean_ns)
         with self._lock:
-            self._view = view
             self._self = stats
+
+    def _build_ahead(self) -> None:
+        """Build the view on this thread at the last fold before the next
+        expected scrape (scrapes come at a steady period): the scrape finds
+        it ready, at most one interval old, and only renders it."""
+        with self._lock:
+            if self._ahead or len(self._scraped_at) < 2:
+                return
+            last, period = self._scraped_at[-1], self._scraped_at[-1] - self._scraped_at[-2]
+        if time.monotonic() < last + period - 1.5 * self.settings.interval_seconds:
+            return
+        self.functions()
+        with self._lock:
+            self._ahead, self._ahead_at = True, time.monotonic()
 
     def _probe_runs(self) -> dict[str, tuple[int, int]]:
         """Probe run statistics: they move only while sampled, so read them then
@@ -261,6 +302,10 @@ class Agent:
         self.say("rules reloaded (they apply to processes that start from now on)")
 
     def _on_event(self, event: ProcessEvent) -> None:
+        with self._state:
+            self._decide(event)
+
+    def _decide(self, event: ProcessEvent) -> None:
         if event.type is EventType.FORK:
             if self._aggregator.is_reuse(event.pid, event.ts_ns):
                 # The pid was reused before the last fold drained its previous

@@ -208,4 +208,7 @@ def test_the_agents_own_work_is_not_the_hosts_tax(stack: dict[str, Any]) -> None
                            (("function", "host"), ("kind", "process"), ("syscall", "bpf"))), 0.0)
     assert host_bpf < value(second, "fntax_syscalls_total") / 10
     grown = (value(second, "fntax_oncpu_seconds_total") - value(first, "fntax_oncpu_seconds_total")) * 1e9
-    assert 0.9 * (s2 - s1) <= grown <= 1.1 * (s3 - s0), (s2 - s1, grown, s3 - s0)
+    # A slice still on a CPU at a fold is counted at the next one: up to one
+    # time slice either way (20 ms, a generous bound for a slice of this agent).
+    slack = 20_000_000
+    assert 0.9 * (s2 - s1) - slack <= grown <= 1.1 * (s3 - s0) + slack, (s2 - s1, grown, s3 - s0)
