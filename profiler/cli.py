@@ -188,14 +188,17 @@ def _families_for(command: tuple[str, ...], pid: int | None) -> tuple[str, ...]:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--agent", "agent_url", default="http://127.0.0.1:9636/metrics", show_default=True, metavar="URL",
+              help="Where a running fntax agent serves its metrics: doctor shows its map fill, update "
+                   "failures and lost events.")
 @_one_line_errors
-def doctor(as_json: bool) -> None:
+def doctor(as_json: bool, agent_url: str) -> None:
     """Show what this host supports, and which figures are measured or estimated."""
     import json
 
     from profiler.doctor import render, run_checks
 
-    report = run_checks()
+    report = run_checks(agent_url)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else render(report))
 
 
@@ -350,19 +353,26 @@ def baseline_list() -> None:
               help="Never sample kernel BPF run-time statistics (by default on 1 s in every 30 s: they "
                    "double each probe's cost while on).")
 @click.option("--event-pages", type=int, default=None, envvar="FNTAX_EVENT_PAGES", metavar="PAGES",
-              help="Per-CPU perf buffer for fork/exec/exit events, in pages (a power of two; default 256). "
+              help="Per-CPU perf buffer for fork and exec events, in pages (a power of two; default 256). "
                    "Events that do not fit are counted in fntax_events_lost_total.")
 @click.option("--keep-capabilities", "keep_capabilities", default="dac_read_search,sys_ptrace",
               show_default=True, metavar="CAP[,CAP...]|all|none",
               help="Capabilities kept once the probes are loaded (names as in capabilities(7), CAP_ prefix "
                    "optional); every other one is dropped. The default reads other users' /proc/PID/environ; "
-                   "add sys_admin to keep sampling BPF run-time statistics, net_bind_service to listen on a "
-                   "port below 1024; all drops nothing.")
+                   "add sys_admin to keep sampling BPF run-time statistics; all drops nothing (the port is "
+                   "bound before, so a port below 1024 needs nothing kept).")
+@click.option("--max-processes", "max_procs", type=click.IntRange(1, 1 << 22), default=16384, show_default=True,
+              help="Capacity of the per-process counters map (processes tracked at once).")
+@click.option("--max-proc-syscalls", type=click.IntRange(1, 1 << 24), default=65536, show_default=True,
+              help="Capacity of the per-process syscall-name map (processes x names).")
+@click.option("--max-tasks", type=click.IntRange(1, 1 << 22), default=65536, show_default=True,
+              help="Capacity of the per-thread map (threads alive at once).")
 @click.option("--quiet", "-q", is_flag=True)
 @_one_line_errors
 def agent(listen: str, rules_path: str | None, web_config_path: str | None, retention_seconds: float,
           top_syscalls: int, interval_seconds: float, prices: str, default_memory_mb: int, no_bpf_stats: bool,
-          event_pages: int | None, keep_capabilities: str, quiet: bool) -> None:
+          event_pages: int | None, keep_capabilities: str, max_procs: int, max_proc_syscalls: int,
+          max_tasks: int, quiet: bool) -> None:
     """Run the probes host-wide and export per-function metrics to Prometheus.
 
     SIGTERM detaches every probe and exits; SIGHUP reloads the rules.
@@ -382,5 +392,6 @@ def agent(listen: str, rules_path: str | None, web_config_path: str | None, rete
                              retention_seconds=retention_seconds, top_syscalls=top_syscalls,
                              interval_seconds=interval_seconds, prices=prices,
                              default_memory_mb=default_memory_mb, bpf_stats=not no_bpf_stats,
-                             event_pages=event_pages, keep_capabilities=keep)
+                             event_pages=event_pages, keep_capabilities=keep, max_procs=max_procs,
+                             max_proc_syscalls=max_proc_syscalls, max_tasks=max_tasks)
     Agent(settings, _progress(quiet)).run()

@@ -156,7 +156,49 @@ def _cgroup() -> tuple[bool, str]:
     return version != "none", f"cgroup {version}" if version != "none" else "no cpu+memory controllers"
 
 
-def run_checks() -> DoctorReport:
+AGENT_URL = "http://127.0.0.1:9636/metrics"
+
+
+def _agent(url: str) -> tuple[bool, str]:
+    """A running agent's map fill, update failures and lost events, from its own metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode(errors="replace")
+    except (OSError, ValueError) as err:
+        return False, f"no agent answering at {url} ({getattr(err, 'reason', err)})"
+    entries: dict[str, float] = {}
+    capacity: dict[str, float] = {}
+    failures: dict[str, float] = {}
+    lost = 0.0
+    try:
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                name = sample.labels.get("map", "")
+                if sample.name == "fntax_map_entries":
+                    entries[name] = sample.value
+                elif sample.name == "fntax_map_capacity":
+                    capacity[name] = sample.value
+                elif sample.name == "fntax_map_update_failures_total":
+                    failures[name] = sample.value
+                elif sample.name == "fntax_events_lost_total":
+                    lost = sample.value
+    except ValueError as err:
+        return False, f"{url} does not serve Prometheus metrics ({err})"
+    if not capacity:
+        return False, f"{url} answers, but it is not an fntax agent (no fntax_map_capacity)"
+    fill = ", ".join(f"{name} {entries.get(name, 0):.0f}/{cap:.0f} ({entries.get(name, 0) / cap:.0%})"
+                     for name, cap in sorted(capacity.items()) if cap)
+    failed = sum(failures.values())
+    full = [name for name, cap in capacity.items() if cap and entries.get(name, 0) >= 0.9 * cap]
+    detail = f"{url}: maps {fill}; update failures {failed:.0f}; events lost {lost:.0f}"
+    return not failed and not full, detail
+
+
+def run_checks(agent_url: str = AGENT_URL) -> DoctorReport:
     checks: list[Check] = []
 
     def add(name: str, result: tuple[bool, str]) -> bool:
@@ -185,6 +227,7 @@ def run_checks() -> DoctorReport:
     add("bpf stats", _try(lambda: _file("/proc/sys/kernel/bpf_stats_enabled")))
     add("kvm", _try(_kvm))
     add("cgroup", _try(_cgroup))
+    add("agent", _agent(agent_url))
     report = DoctorReport(tuple(checks), (), headers)
     kvm_rows: tuple[FigureSupport, ...] = ()
     if can_load and report.ok("kvm") and (TRACEFS / "events" / "kvm").is_dir():

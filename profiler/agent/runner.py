@@ -53,12 +53,14 @@ class AgentSettings:
     stats_window_seconds: float = 1.0
     max_procs: int = 16384
     max_tasks: int = 65536
+    max_proc_syscalls: int = 65536
     event_pages: int | None = None  # perf buffer pages per CPU (None: FNTAX_EVENT_PAGES, else 256)
     # Capabilities kept once the probes are loaded (profiler.agent.privileges; None: all).
     keep_capabilities: frozenset[str] | None = None
 
 
 TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
+FULL_WARNING_EVERY = 60.0  # seconds between two warnings about full maps
 AGENT_FUNCTION = "_fntax_agent"  # the agent's own process, published under this name
 
 
@@ -95,6 +97,8 @@ class Agent:
         self._rendered_for: list[TaxedFunction] | None = None
         self._shown: set[str] = set()  # per-function series already served (new ones go out at 0 first)
         self._lost_seen = 0
+        self._failed_warned = 0
+        self._warned_at = -FULL_WARNING_EVERY
 
     # -- the collector reads these (HTTP thread) ---------------------------------
     def functions(self) -> list[TaxedFunction]:
@@ -154,7 +158,8 @@ class Agent:
         options = ProbeOptions(trace_all=True, events=True, exec_env_name=self.rules.exec_env_name(),
                                run_time_stats=False, measure_probe_costs=True, timeline=False,
                                max_procs=self.settings.max_procs,
-                               max_tasks=self.settings.max_tasks)
+                               max_tasks=self.settings.max_tasks,
+                               max_proc_syscalls=self.settings.max_proc_syscalls)
         self._tax = TaxLedger(costs, self.prices.gb_second, self.settings.default_memory_mb)
         self._source = AgentSource(self.self_stats)
         self._registry = CollectorRegistry()
@@ -253,6 +258,21 @@ class Agent:
             map_update_failures=dict(snapshot.map_update_failures), events_lost=self.probes.events_lost)
         with self._lock:
             self._self = stats
+        self._warn_if_full(stats)
+
+    def _warn_if_full(self, stats: SelfStats) -> None:
+        """One line when updates failed since the last warning, at most once a minute."""
+        failed = sum(stats.map_update_failures.values())
+        now = time.monotonic()
+        if failed <= self._failed_warned or now < self._warned_at + FULL_WARNING_EVERY:
+            return
+        grown = {name: n for name, n in stats.map_update_failures.items() if n}
+        fill = ", ".join(f"{name} {stats.map_entries.get(name, 0)}/{stats.map_capacity.get(name, 0)}"
+                         for name in sorted(grown) if name in stats.map_capacity)
+        self.say(f"warning: BPF map updates failed ({', '.join(f'{k} {v}' for k, v in sorted(grown.items()))} "
+                 f"so far; fill {fill or 'n/a'}): figures of the processes left out are low; raise "
+                 "--max-processes / --max-proc-syscalls / --max-tasks")
+        self._failed_warned, self._warned_at = failed, now
 
     def _build_ahead(self) -> None:
         """Build the view on this thread at the last fold before the next
