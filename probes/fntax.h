@@ -62,6 +62,15 @@
 #define FNTAX_KVM_F_ENTRY_SEEN 2  /* kvm_entry fires for this thread: it closes userspace exits */
 #define FNTAX_KVM_F_IN_RUN 4      /* inside a KVM_RUN ioctl */
 #define FNTAX_KVM_F_VCPU 8        /* the thread made KVM events: a vCPU thread */
+/* FNTAX_KVM=1: the KVM family is in the module (the loader says so, with the
+ * ioctl's syscall number): its KVM_RUN hook rides on the raw sys_enter /
+ * sys_exit programs (syscalls.bpf.c's, which come first in the module). */
+#ifndef FNTAX_KVM
+#define FNTAX_KVM 0
+#endif
+#ifndef FNTAX_NR_IOCTL
+#define FNTAX_NR_IOCTL 16         /* x86_64; profiler/bpf/arch.py passes the machine's */
+#endif
 /* sched_switch prev_state: any of these bits means the task chose to sleep
  * (voluntary); none means it was preempted while runnable (involuntary).
  * TASK_REPORT_MAX (0x100) marks preemption and is outside the mask. */

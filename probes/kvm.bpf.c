@@ -13,8 +13,8 @@
  *   kvm:kvm_exit             exit_reason, isa, info1  (silent on nested/PVM hosts)
  *   kvm:kvm_entry            -                         (silent on nested/PVM hosts)
  *   kvm:kvm_userspace_exit   reason, errno             the exit reaches the VM monitor
- *   syscalls:sys_enter_ioctl cmd == KVM_RUN            the vCPU thread asks to re-enter
- *   syscalls:sys_exit_ioctl  -                         KVM_RUN returned
+ *   raw sys_enter            id == ioctl, request == KVM_RUN   the vCPU thread asks to re-enter
+ *   raw sys_exit             (that ioctl's return)             KVM_RUN returned
  *   kvm:kvm_pio              rw, port
  *   kvm:kvm_mmio             type
  *   kvm:kvm_vcpu_wakeup      ns                        a halt ended (poll or wait)
@@ -32,6 +32,14 @@
  * tracepoint has fired for the thread, else its next KVM_RUN ioctl; both are
  * counted so user space can say which one timed the figures.
  *
+ * KVM_RUN is seen by the raw sys_enter / sys_exit programs the syscalls
+ * family already runs for every syscall (fntax_kvm_ioctl_enter / _exit,
+ * called from syscalls.bpf.c; programs of our own when that family is not
+ * built), not by the syscalls:sys_*_ioctl tracepoints: enabling any
+ * per-syscall tracepoint sends every syscall on the host through the
+ * kernel's slow syscall-tracing path (issue 13). The request is the ioctl's
+ * 2nd argument, read from its saved registers (FNTAX_IOCTL_REQUEST).
+ *
  * Return value: FNTAX_KVM_PASS_TO_PERF=1 lets perf users (perf kvm stat)
  * see the kvm tracepoints too; the default 0 hides them from perf while
  * fntax runs, like every other family's tracepoints (see KVM_NOTES.md).
@@ -46,8 +54,19 @@
 #endif
 #define FNTAX_KVM_RET (FNTAX_KVM_PASS_TO_PERF ? 1 : 0)
 
-/* _IO(KVMIO=0xAE, 0x80) */
+#if !FNTAX_KVM
+#error "kvm.bpf.c needs -DFNTAX_KVM=1 (profiler/bpf/loader.py): the raw syscall programs carry its KVM_RUN hook"
+#endif
+
+/* _IO(KVMIO=0xAE, 0x80), the same on every architecture */
 #define FNTAX_KVM_RUN 0xAE80
+/* The ioctl's request (its 2nd argument) in the syscall's saved registers
+ * (profiler/bpf/arch.py: the loader refuses other architectures). */
+#if defined(FNTAX_ARCH_ARM64)
+#define FNTAX_IOCTL_REQUEST(regs) ((regs)->regs[1])
+#else
+#define FNTAX_IOCTL_REQUEST(regs) ((regs)->si)
+#endif
 #define FNTAX_KVM_EXIT_OTHER (FNTAX_KVM_EXIT_SLOTS - 1)
 #define FNTAX_KVM_ISA_VMX 1
 #define FNTAX_KVM_ISA_SVM 2
@@ -281,14 +300,20 @@ TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
     return FNTAX_KVM_RET;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
+/* KVM_RUN: the vCPU thread asks to re-enter (sys_enter) and the guest stops
+ * running for it (sys_exit). Called from the raw sys_enter / sys_exit
+ * programs for a tracked thread's ioctls only (the syscall number is a raw
+ * tracepoint argument; the request, the ioctl's 2nd argument, is read from
+ * its saved registers as bcc's PT_REGS_PARM2 does). */
+static __always_inline void fntax_kvm_ioctl_enter(struct bpf_raw_tracepoint_args *ctx, u32 tid, u64 now)
 {
-    if ((u32)args->cmd != FNTAX_KVM_RUN)
-        return FNTAX_KVM_RET;
-    struct fntax_cpu *cpu = fntax_kvm_slot((u32)bpf_get_current_pid_tgid());
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    u64 cmd = 0;
+    if (bpf_probe_read_kernel(&cmd, sizeof(cmd), &FNTAX_IOCTL_REQUEST(regs)) || (u32)cmd != FNTAX_KVM_RUN)
+        return;
+    struct fntax_cpu *cpu = fntax_kvm_slot(tid);
     if (!cpu)
-        return FNTAX_KVM_RET;
-    u64 now = bpf_ktime_get_ns();
+        return;
     if (cpu->kvm_ue_since_ns && !(cpu->kvm_flags & FNTAX_KVM_F_ENTRY_SEEN)) {
         fntax_kvm_close_userspace(cpu, now);
         cpu->delta.kvm_reentries_by_run += 1;
@@ -296,31 +321,58 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
     cpu->kvm_flags |= FNTAX_KVM_F_IN_RUN;
     cpu->kvm_run_since_ns = now;
     fntax_kvm_tick(cpu);
-    return FNTAX_KVM_RET;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
+static __always_inline void fntax_kvm_ioctl_exit(struct fntax_cpu *cpu, u32 tid, u64 now)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    int zero = 0;
-    /* Cheap refusal for every other ioctl: only a slot whose loaded thread is
-     * inside KVM_RUN, or a tracked thread that parked one, goes further. */
-    struct fntax_cpu *cpu = cpu_state.lookup(&zero);
-    if (!cpu || cpu->tid != tid || !cpu->workload)
-        return FNTAX_KVM_RET;
-    if (cpu->kvm_tid == tid && (cpu->kvm_flags & FNTAX_KVM_F_LOADED) && !(cpu->kvm_flags & FNTAX_KVM_F_IN_RUN))
-        return FNTAX_KVM_RET;
-    cpu = fntax_kvm_load(tid, 0);
-    if (!cpu || !(cpu->kvm_flags & FNTAX_KVM_F_IN_RUN))
-        return FNTAX_KVM_RET;
-    u64 now = bpf_ktime_get_ns();
+    /* Cheap refusal for every other ioctl: only a thread inside KVM_RUN goes
+     * further, its state loaded in this slot or parked in its tasks entry. */
+    if (cpu->kvm_tid == tid && (cpu->kvm_flags & FNTAX_KVM_F_LOADED)) {
+        if (!(cpu->kvm_flags & FNTAX_KVM_F_IN_RUN))
+            return;
+    } else {
+        struct fntax_task *t = tasks.lookup(&tid);
+        if (!t || !(t->kvm_flags & FNTAX_KVM_F_IN_RUN))
+            return;
+        cpu = fntax_kvm_load(tid, 0);
+        if (!cpu || !(cpu->kvm_flags & FNTAX_KVM_F_IN_RUN))
+            return;
+    }
     u64 from = cpu->kvm_run_since_ns > cpu->oncpu_since_ns ? cpu->kvm_run_since_ns : cpu->oncpu_since_ns;
     if (now > from)
         cpu->delta.kvm_guest_ns += now - from;
     cpu->kvm_flags &= ~FNTAX_KVM_F_IN_RUN;
     cpu->kvm_run_since_ns = 0;
-    return FNTAX_KVM_RET;
 }
+
+#ifndef FNTAX_KVM_RUN_HOOKED
+/* Without the syscalls family (fntax doctor's trial loads sched + kvm), raw
+ * sys_enter / sys_exit programs of our own carry the hook. They lack that
+ * family's per-CPU syscall number, so the exit side looks at every syscall
+ * of a tracked thread (a tasks lookup while its KVM state is not loaded). */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    /* args: (struct pt_regs *regs, long id) */
+    if ((long)ctx->args[1] != FNTAX_NR_IOCTL)
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct fntax_cpu *cpu = fntax_cpu_current(tid);
+    if (!cpu || !cpu->workload)
+        return 0;
+    fntax_kvm_ioctl_enter(ctx, tid, bpf_ktime_get_ns());
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct fntax_cpu *cpu = fntax_cpu_current(tid);
+    if (!cpu || !cpu->workload)
+        return 0;
+    fntax_kvm_ioctl_exit(cpu, tid, bpf_ktime_get_ns());
+    return 0;
+}
+#endif
 
 TRACEPOINT_PROBE(kvm, kvm_pio)
 {

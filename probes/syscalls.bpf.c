@@ -10,7 +10,10 @@
  *
  * The hot path (every syscall on the host) touches only the per-CPU slot and
  * the per-CPU per-number array: no hash lookups. Per-number figures reach
- * proc_syscalls when the slot is folded (switch-out or exit).
+ * proc_syscalls when the slot is folded (switch-out or exit). With the KVM
+ * family built, a tracked thread's ioctls also go to its KVM_RUN hook: the
+ * request read from the registers at enter, and at exit a tasks lookup
+ * unless the thread's KVM state is already in the slot.
  */
 #include "fntax.h"
 
@@ -87,6 +90,16 @@ static __always_inline void fntax_scan_env(struct bpf_raw_tracepoint_args *ctx, 
 }
 #endif
 
+#if FNTAX_KVM
+/* The KVM family's KVM_RUN bookkeeping (probes/kvm.bpf.c, later in the
+ * module): a tracked thread's ioctl enter and exit. Riding on these programs
+ * instead of the syscalls:sys_*_ioctl tracepoints keeps every syscall on the
+ * host off the kernel's slow syscall-tracing path (issue 13). */
+static __always_inline void fntax_kvm_ioctl_enter(struct bpf_raw_tracepoint_args *ctx, u32 tid, u64 now);
+static __always_inline void fntax_kvm_ioctl_exit(struct fntax_cpu *cpu, u32 tid, u64 now);
+#define FNTAX_KVM_RUN_HOOKED 1   /* kvm.bpf.c needs no raw programs of its own */
+#endif
+
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -99,8 +112,13 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     if (!cpu || !cpu->workload)
         return 0;
     /* args: (struct pt_regs *regs, long id) */
+    u64 now = bpf_ktime_get_ns();
     cpu->sys_nr = (u32)ctx->args[1];
-    cpu->sys_enter_ns = bpf_ktime_get_ns();
+    cpu->sys_enter_ns = now;
+#if FNTAX_KVM
+    if ((long)ctx->args[1] == FNTAX_NR_IOCTL)
+        fntax_kvm_ioctl_enter(ctx, tid, now);
+#endif
     return 0;
 }
 
@@ -110,11 +128,16 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload || cpu->sys_nr == FNTAX_NO_SYSCALL)
         return 0;
-    u64 spent = bpf_ktime_get_ns() - cpu->sys_enter_ns;
+    u64 now = bpf_ktime_get_ns();
+    u64 spent = now - cpu->sys_enter_ns;
     u32 nr = cpu->sys_nr;
     cpu->sys_nr = FNTAX_NO_SYSCALL;
     cpu->delta.syscalls += 1;
     cpu->delta.syscall_ns += spent;
+#if FNTAX_KVM
+    if (nr == FNTAX_NR_IOCTL)
+        fntax_kvm_ioctl_exit(cpu, tid, now);
+#endif
 
     if (nr >= FNTAX_SYSCALL_SLOTS)
         nr = FNTAX_SYSCALL_SLOTS - 1;

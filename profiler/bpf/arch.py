@@ -22,14 +22,16 @@ class Arch:
     nr_perf_event_open: int
     nr_execve: int
     nr_execveat: int
+    nr_ioctl: int  # the KVM family finds KVM_RUN ioctls by it at raw sys_enter / sys_exit
 
 
 # From each architecture's syscall table (arch/x86/entry/syscalls/syscall_64.tbl;
 # arm64 uses include/uapi/asm-generic/unistd.h). The envp registers live in
-# probes/syscalls.bpf.c's FNTAX_ARCH_* branches: x86_64 passes syscall
-# arguments in di, si, dx, r10, r8, r9; arm64 in regs[0..5].
-X86_64 = Arch(name="X86_64", nr_bpf=321, nr_perf_event_open=298, nr_execve=59, nr_execveat=322)
-ARM64 = Arch(name="ARM64", nr_bpf=280, nr_perf_event_open=241, nr_execve=221, nr_execveat=281)
+# probes/syscalls.bpf.c's FNTAX_ARCH_* branches, the ioctl request register
+# (KVM_RUN) in probes/kvm.bpf.c's: x86_64 passes syscall arguments in di, si,
+# dx, r10, r8, r9; arm64 in regs[0..5].
+X86_64 = Arch(name="X86_64", nr_bpf=321, nr_perf_event_open=298, nr_execve=59, nr_execveat=322, nr_ioctl=16)
+ARM64 = Arch(name="ARM64", nr_bpf=280, nr_perf_event_open=241, nr_execve=221, nr_execveat=281, nr_ioctl=29)
 
 # os.uname().machine spellings: Linux says aarch64, some tools arm64.
 _BY_MACHINE = {"x86_64": X86_64, "amd64": X86_64, "aarch64": ARM64, "arm64": ARM64}
@@ -51,3 +53,10 @@ def probe_cflags(machine: str | None = None) -> list[str]:
     arch = current(machine)
     return [f"-DFNTAX_NR_EXECVE={arch.nr_execve}", f"-DFNTAX_NR_EXECVEAT={arch.nr_execveat}",
             f"-DFNTAX_ARCH_{arch.name}=1"]
+
+
+def kvm_probe_cflags(machine: str | None = None) -> list[str]:
+    """-D flags for the KVM family's KVM_RUN hook on the raw syscall programs: the ioctl's number.
+
+    (KVM_RUN itself, _IO(0xAE, 0x80), is the same request value on both.)"""
+    return [f"-DFNTAX_NR_IOCTL={current(machine).nr_ioctl}"]

@@ -77,6 +77,9 @@ class ProbeOptions:
             f"-DFNTAX_TIMELINE={1 if self.timeline else 0}",
             f"-DFNTAX_MAX_PROC_KVM={self.max_proc_kvm}",
             f"-DFNTAX_KVM_PASS_TO_PERF={1 if self.kvm_pass_to_perf else 0}",
+            # The KVM family hooks KVM_RUN into the raw sys_enter/sys_exit
+            # programs, which come before it in the module: they must know.
+            *(["-DFNTAX_KVM=1", *arch.kvm_probe_cflags()] if "kvm" in effective_families(self) else []),
             *([f'-DFNTAX_ENV_NAME="{self.exec_env_name}"'] if self.events and self.exec_env_name else []),
             *arch.probe_cflags(),
             "-Wno-macro-redefined",

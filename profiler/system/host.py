@@ -55,11 +55,10 @@ def ensure_tracefs() -> None:
         raise EnvironmentProblem(f"tracefs is not mounted at {TRACEFS} and mounting it failed")
 
 
-# Tracepoints probes/kvm.bpf.c attaches to (the kvm ones exist only while the
-# kvm module is loaded).
+# Tracepoints probes/kvm.bpf.c attaches to (they exist only while the kvm
+# module is loaded). Its KVM_RUN hook rides on the raw sys_enter / sys_exit.
 KVM_TRACEPOINTS: tuple[str, ...] = ("kvm/kvm_exit", "kvm/kvm_entry", "kvm/kvm_userspace_exit", "kvm/kvm_pio",
-                                    "kvm/kvm_mmio", "kvm/kvm_vcpu_wakeup", "syscalls/sys_enter_ioctl",
-                                    "syscalls/sys_exit_ioctl")
+                                    "kvm/kvm_mmio", "kvm/kvm_vcpu_wakeup")
 
 
 def kvm_tracepoints_missing(tracefs: Path = TRACEFS) -> list[str]:
