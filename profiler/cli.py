@@ -171,8 +171,9 @@ def _check_decompressors(specs: tuple[str, ...]) -> None:
 def _families_for(command: tuple[str, ...], pid: int | None) -> tuple[str, ...]:
     """The probe families a capture needs: the KVM family only for a VM monitor.
 
-    Its KVM_RUN hook is a syscall tracepoint, which sends every syscall on
-    the host through the kernel's syscall-tracing path: only VMs pay for it."""
+    Its KVM_RUN hook sits in the raw sys_enter/sys_exit programs (one more
+    check per syscall) and its tracepoints fire on every VM exit on the host:
+    a capture of something that is not a VM monitor needs none of it."""
     from profiler.attribution.vm import ProcessFacts, match_monitor
     from profiler.bpf.loader import FAMILIES
     from profiler.system import procfs
