@@ -175,6 +175,9 @@ class Agent:
             # The agent's own syscalls (its bpf(2) map reads above all) are
             # published under its own name, never as the host's tax.
             self._aggregator.pin(os.getpid(), AGENT_FUNCTION)
+            # One fold before serving: the first scrape already holds what
+            # happened up to now (the loop's first fold is an interval away).
+            self.refresh()
             start(server)
             scheme = "https" if self.web_config.tls else "http"
             self.say(f"serving metrics on {scheme}://{self.settings.listen}/metrics")
