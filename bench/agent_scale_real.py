@@ -222,20 +222,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def other_fntax(exclude: set[int]) -> list[str]:
-    """Other fntax agents and profiles on the host: they see our processes too."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [Path(a.decode(errors="replace")).name for a in argv[:3]]
-        if "fntax" in words and ("agent" in words or "profile" in words):
-            found.append(entry.name)
-    return found
+from overload import other_fntax  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 
 def in_group(pgid: int) -> list[int]:

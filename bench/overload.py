@@ -93,11 +93,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def other_fntax() -> list[str]:
-    """Other fntax agents and profiles on the host: their probes tax every syscall too."""
+def other_fntax(exclude: set[int] | None = None) -> list[str]:
+    """Other fntax agents and profiles on the host (not this process, not `exclude`):
+    their probes tax every syscall too, and they see our processes."""
+    skip = {os.getpid(), *(exclude or ())}
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in skip:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
