@@ -34,6 +34,7 @@ bench: bootstrap
 	$(PY) bench/kvm_exit_cost.py
 	$(PY) bench/overload.py
 	$(PY) bench/agent_scale_real.py
+	$(PY) bench/time_to_result.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

@@ -204,7 +204,8 @@ struct fntax_idle {
     u64 idle;
 };
 
-/* timelines: one per workload of `fntax profile` (not the agent): how many of
+/* timelines: one per workload of `fntax profile` (the agent holds them only
+ * for captures run through it, never for workload 1): how many of
  * its tasks are on a CPU, runnable or alive, and the wall time it spent with
  * at least one task on a CPU (busy), none on a CPU but some runnable
  * (waiting), or all alive tasks asleep (blocked on the world). Starts at the
@@ -398,6 +399,10 @@ static __always_inline void fntax_wait_begin(struct fntax_task *t, u32 cpu_id, u
 static __always_inline void fntax_timeline(u32 workload, u64 now, int d_running, int d_runnable, int d_live)
 {
 #if FNTAX_TIMELINE
+    /* System-wide, every task is workload 1 and has no timeline: only the
+     * captures `fntax profile` runs through the agent (ids from 2) have one. */
+    if (FNTAX_TRACE_ALL && workload <= 1)
+        return;
     struct fntax_timeline *tl = timelines.lookup(&workload);
     if (!tl || !tl->start_ns || tl->end_ns)
         return;

@@ -112,8 +112,10 @@ TRACEPOINT_PROBE(sched, sched_switch)
             tasks.delete(&prev);
     }
 #if FNTAX_TRACE_ALL
-    else if (prev != 0 && cpu->tid == prev) {
-        /* System-wide: a task we had not met yet. */
+    else if (prev != 0 && cpu->tid == prev && !tasks.lookup(&prev)) {
+        /* System-wide: a task we had not met yet. (One with an entry and
+         * workload 0 is a start gate `fntax profile` armed through the
+         * agent: not counted until its exec, and kept so.) */
         struct fntax_task fresh = {.workload = 1, .sys_nr = FNTAX_NO_SYSCALL};
         if (tasks.update(&prev, &fresh) != 0)
             fntax_count_error(FNTAX_ERR_TASKS);

@@ -14,6 +14,7 @@ import click
 
 from profiler import __version__
 from profiler.errors import FntaxError, InputError
+from profiler.output.wire import DEFAULT_SOCKET
 from profiler.timings import Timings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,13 +104,18 @@ def main(debug: bool) -> None:
 @click.option("--timings", "show_timings", is_flag=True,
               help="Print on stderr what each phase took (compile, attach, probe cost, run, analysis, "
                    "detach) and when the result was out.")
+@click.option("--no-agent", is_flag=True,
+              help="Load probes here even when an fntax agent runs on the host (by default the capture "
+                   "goes through its socket: no compile, attach or detach).")
+@click.option("--agent-socket", default=DEFAULT_SOCKET, show_default=True, envvar="FNTAX_AGENT_SOCKET",
+              metavar="PATH", help="The running agent's capture socket.")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the BPF module source and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_one_line_errors
 def profile(json_path: str | None, pid: int | None, duration: float | None, repeat: int, warmup: int,
             memory_mb: int, prices: str, cpu_share: str, baseline_ref: str, plot_path: str | None,
-            decompressors: tuple[str, ...], quiet: bool, show_timings: bool, print_bpf: bool,
-            command: tuple[str, ...]) -> None:
+            decompressors: tuple[str, ...], quiet: bool, show_timings: bool, no_agent: bool, agent_socket: str,
+            print_bpf: bool, command: tuple[str, ...]) -> None:
     """Capture a command (after --) or a running pid tree under the probes.
 
     Reports the kernel's activity, the instruction tax against a baseline,
@@ -144,9 +150,10 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
     timings = Timings()
     settings = SessionSettings(command=command, pid=pid, duration_seconds=duration, repeat=repeat,
                                warmup=warmup, memory_mb=memory_mb, prices=prices, cpu_share=cpu_share,
-                               baseline=baseline_ref, json_path=json_path, plot_path=plot_path, timings=timings)
+                               baseline=baseline_ref, json_path=json_path, plot_path=plot_path, timings=timings,
+                               agent_socket=None if no_agent else agent_socket)
     outcome = run_session(settings, options, progress=_progress(quiet),
-                          emit=None if json_path else click.echo)
+                          emit=None if json_path else click.echo, warn=_progress(False))
     if show_timings:
         click.echo(timings.line(), err=True)
     if outcome.stop_signal is not None:
@@ -368,12 +375,15 @@ def baseline_list() -> None:
               help="Capacity of the per-process syscall-name map (processes x names).")
 @click.option("--max-tasks", type=click.IntRange(1, 1 << 22), default=65536, show_default=True,
               help="Capacity of the per-thread map (threads alive at once).")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True, metavar="PATH",
+              help="Serve `fntax profile` captures on this Unix socket (root only, 0600).")
+@click.option("--no-socket", is_flag=True, help="Serve no captures: `fntax profile` then loads its own probes.")
 @click.option("--quiet", "-q", is_flag=True)
 @_one_line_errors
 def agent(listen: str, rules_path: str | None, web_config_path: str | None, retention_seconds: float,
           top_syscalls: int, interval_seconds: float, prices: str, default_memory_mb: int, no_bpf_stats: bool,
           event_pages: int | None, keep_capabilities: str, max_procs: int, max_proc_syscalls: int,
-          max_tasks: int, quiet: bool) -> None:
+          max_tasks: int, socket_path: str, no_socket: bool, quiet: bool) -> None:
     """Run the probes host-wide and export per-function metrics to Prometheus.
 
     SIGTERM detaches every probe and exits; SIGHUP reloads the rules.
@@ -394,5 +404,6 @@ def agent(listen: str, rules_path: str | None, web_config_path: str | None, rete
                              interval_seconds=interval_seconds, prices=prices,
                              default_memory_mb=default_memory_mb, bpf_stats=not no_bpf_stats,
                              event_pages=event_pages, keep_capabilities=keep, max_procs=max_procs,
-                             max_proc_syscalls=max_proc_syscalls, max_tasks=max_tasks)
+                             max_proc_syscalls=max_proc_syscalls, max_tasks=max_tasks,
+                             socket_path=None if no_socket else socket_path)
     Agent(settings, _progress(quiet)).run()

@@ -41,3 +41,9 @@ class ConfigError(FntaxError):
     """A malformed configuration, baseline or price file."""
 
     exit_code = 78  # EX_CONFIG
+
+
+class AgentLost(FntaxError):
+    """The agent a capture ran through stopped answering in the middle of it."""
+
+    exit_code = 69  # EX_UNAVAILABLE

@@ -20,17 +20,19 @@ import psutil
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from profiler.agent.desk import CaptureDesk, DeskServer, open_socket
 from profiler.agent.privileges import drop_after_load
 from wsgiref.simple_server import WSGIServer
 
 from profiler.agent.webserver import bind, load_web_config, start
 from profiler.attribution.rules import Rules, load_rules
 from profiler.bpf.events import EventType, ProcessEvent
-from profiler.bpf.probes import KernelProbes, ProbeOptions
+from profiler.bpf.probes import KernelProbes, ProbeOptions, effective_families
 from profiler.ledger.functions import Aggregator
 from profiler.model import KernelSnapshot
 from profiler.system import procfs
 from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_new_at_zero
+from profiler.output.wire import DEFAULT_SOCKET
 from profiler.tax.calibrate import ensure_calibration, host_costs
 from profiler.tax.cost import price_table
 from profiler.tax.function_tax import TaxedFunction, TaxLedger
@@ -57,6 +59,8 @@ class AgentSettings:
     event_pages: int | None = None  # perf buffer pages per CPU (None: FNTAX_EVENT_PAGES, else 256)
     # Capabilities kept once the probes are loaded (profiler.agent.privileges; None: all).
     keep_capabilities: frozenset[str] | None = None
+    # `fntax profile` runs its captures through the agent on this socket (None: off).
+    socket_path: str | None = DEFAULT_SOCKET
 
 
 TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
@@ -84,6 +88,10 @@ class Agent:
         # read at scrape time: views and tax are built only when a scrape
         # asks and something changed since (a scrape is rarer than a fold).
         self._state = threading.RLock()
+        # Reading and pruning the probes' maps: the fold here, captures run
+        # through the agent (profiler.agent.desk) from their own threads.
+        self._maps = threading.RLock()
+        self._desk: CaptureDesk | None = None
         self._changed = False
         # A view built ahead of the next expected scrape (by the folding
         # thread), served by it as it is: the scrape then only renders.
@@ -146,17 +154,20 @@ class Agent:
     def run(self) -> None:
         # The port first: in use, it is one line now, not after the probes load.
         server = bind(self.metrics_body, self.settings.listen, self.web_config)
+        desk = open_socket(self.settings.socket_path, self.say) if self.settings.socket_path else None
         try:
-            self._run(server)
+            self._run(server, desk)
         finally:
+            if desk is not None:
+                desk.close()
             server.server_close()
 
-    def _run(self, server: WSGIServer) -> None:
+    def _run(self, server: WSGIServer, desk: DeskServer | None) -> None:
         costs = host_costs(ensure_calibration(progress=self.say))
         # Probe costs are measured at load, as for `fntax profile`: the tax
         # layer takes the observer out of the syscall tax the same way.
         options = ProbeOptions(trace_all=True, events=True, exec_env_name=self.rules.exec_env_name(),
-                               run_time_stats=False, measure_probe_costs=True, timeline=False,
+                               run_time_stats=False, measure_probe_costs=True, timeline=True,
                                max_procs=self.settings.max_procs,
                                max_tasks=self.settings.max_tasks,
                                max_proc_syscalls=self.settings.max_proc_syscalls)
@@ -178,6 +189,15 @@ class Agent:
             # One fold before serving: the first scrape already holds what
             # happened up to now (the loop's first fold is an interval away).
             self.refresh()
+            if desk is not None:
+                self._desk = CaptureDesk(probes, self._maps, effective_families(options),
+                                         options.extra_decompressors)
+                desk.desk = self._desk
+                # Only now (after the capability drop: threads keep the set
+                # they start with); a client that came earlier waits in the
+                # listen queue, and gives up after its hello timeout.
+                desk.serve_in_background()
+                self.say(f"serving captures on {desk.path}")
             start(server)
             scheme = "https" if self.web_config.tls else "http"
             self.say(f"serving metrics on {scheme}://{self.settings.listen}/metrics")
@@ -237,23 +257,26 @@ class Agent:
         # before the snapshot is folded: a process that came and went since
         # the last poll is named by them. Its events were written before it
         # could show in the maps, so polling after the read catches them all.
-        snapshot = self.probes.snapshot()
-        self.probes.poll_events(0)
-        with self._state:
-            lost = self.probes.events_lost
-            if lost != self._lost_seen:
-                self._lost_seen = lost
-                self._stand_in_for_lost_forks(snapshot)
-            exited = self._aggregator.update(snapshot)
-            self.probes.forget(exited)
-            self._probe_mean_ns = snapshot.probe_mean_ns
-            self._changed = True
-        # The tasks map is not part of a snapshot: count it now and then (a
-        # full read of it per fold cost a fifth of the agent's CPU).
-        self._refreshes += 1
-        if self._refreshes % TASKS_COUNT_EVERY == 1:
-            self.probes.reader.count_entries("tasks")
-        entries, capacity = self.probes.map_fill()
+        with self._maps:
+            snapshot = self.probes.snapshot()
+            self.probes.poll_events(0)
+            if self._desk is not None:
+                self._desk.observe(snapshot)  # before exited processes leave the maps
+            with self._state:
+                lost = self.probes.events_lost
+                if lost != self._lost_seen:
+                    self._lost_seen = lost
+                    self._stand_in_for_lost_forks(snapshot)
+                exited = self._aggregator.update(snapshot)
+                self.probes.forget(exited)
+                self._probe_mean_ns = snapshot.probe_mean_ns
+                self._changed = True
+            # The tasks map is not part of a snapshot: count it now and then (a
+            # full read of it per fold cost a fifth of the agent's CPU).
+            self._refreshes += 1
+            if self._refreshes % TASKS_COUNT_EVERY == 1:
+                self.probes.reader.count_entries("tasks")
+            entries, capacity = self.probes.map_fill()
         stats = SelfStats(
             probes_attached={probe: len(points) for probe, points in self.probes.attached.points.items()},
             probe_runs=self._probe_runs(),

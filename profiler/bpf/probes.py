@@ -22,6 +22,7 @@ from profiler.bpf.loader import (
     check_environment,
     compile_module,
     detach_all,
+    effective_families,
     module_source,
 )
 from profiler.bpf.contracts import load_header
@@ -31,7 +32,7 @@ from profiler.model import KernelSnapshot
 from profiler.timings import NO_TIMINGS, Timings
 from profiler.system import procfs
 
-__all__ = ["KernelProbes", "ProbeOptions", "ProgramStats", "check_environment", "module_source",
+__all__ = ["KernelProbes", "ProbeOptions", "ProgramStats", "check_environment", "effective_families", "module_source",
            "PROBE_COST_WORKLOAD"]
 
 ProgramStats = probe_cost.ProgramStats
@@ -127,11 +128,19 @@ class KernelProbes:
             self.reader.start_timeline(workload)
         tasks = self._bpf["tasks"]
         for tid in tids:
-            value = tasks.Leaf()
+            key = tasks.Key(tid)
+            try:
+                # System-wide (the agent), a task has an entry already: keep
+                # its in-flight state, change only what it counts for.
+                value = tasks[key]
+            except KeyError:
+                value = tasks.Leaf()
+                value.sys_nr = _NO_SYSCALL
             value.workload = 0 if at_exec else workload
             value.arm_workload = workload if at_exec else 0
-            value.sys_nr = _NO_SYSCALL
-            tasks[tasks.Key(tid)] = value
+            if at_exec:
+                value.sys_nr = _NO_SYSCALL  # nothing before its exec is counted
+            tasks[key] = value
         gen = self._bpf["track_gen"]
         gen[gen.Key(0)] = gen.Leaf(gen[gen.Key(0)].value + 1)
 

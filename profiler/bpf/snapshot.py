@@ -7,6 +7,7 @@ counter.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from operator import itemgetter
 from typing import Any, Callable, Iterable
@@ -148,6 +149,12 @@ class MapReader:
         """An empty timeline for a workload: it starts at the workload's exec."""
         table = self._bpf["timelines"]
         table[table.Key(workload)] = table.Leaf()
+
+    def drop_timeline(self, workload: int) -> None:
+        """A workload's timeline is no longer read (the agent's ended captures)."""
+        table = self._bpf["timelines"]
+        with contextlib.suppress(KeyError):
+            del table[table.Key(workload)]
 
     def _unfolded(self, known: dict[int, Any]) -> list[tuple[int, Counters]]:
         """What tasks still on a CPU have not folded yet (a live --pid capture)."""

@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, Protocol, Sequence
 
 import psutil
 
@@ -37,6 +37,17 @@ from profiler.model import (
 from profiler.timings import NO_TIMINGS, Timings
 
 WORKLOAD_ID = 1
+
+
+class CaptureProbes(Protocol):
+    """What a capture asks of probes: its own (KernelProbes) or a running
+    agent's (profiler.capture.via_agent.AgentProbes)."""
+
+    def track(self, pid: int, workload: int = 1, tree: bool = False, at_exec: bool = False) -> None: ...
+
+    def snapshot(self) -> KernelSnapshot: ...
+
+    def workload_tids(self, workload: int) -> set[int]: ...
 
 
 class CgroupHook(Protocol):
@@ -123,18 +134,21 @@ def run_captures(
     cpu_share: float | None = None,
     finish: Callable[[list[Capture]], None] | None = None,
     timings: Timings = NO_TIMINGS,
+    agent: ContextManager[CaptureProbes] | None = None,
 ) -> list[Capture]:
     """Capture `count` runs of the command as fresh processes, probes loaded once.
 
     Each run is its own workload id, so runs never mix. `cgroup` takes each
     gated child before it runs (--cpu-share) and tells how long it throttled. A signal
     stops the series and returns the runs so far (the last one interrupted).
-    With --pid, `count` must be 1."""
+    With --pid, `count` must be 1. With `agent`, a running agent's probes
+    are used instead of loading them here."""
     validate(target)
     say = progress or (lambda _msg: None)
-    say("loading probes")
+    if agent is None:
+        say("loading probes")
     captures: list[Capture] = []
-    with KernelProbes(options, timings) as probes, _StopRequest() as stop:
+    with agent or KernelProbes(options, timings) as probes, _StopRequest() as stop:
         if target.pid is not None:
             with timings.phase("run"):
                 captures.append(_capture_pid(probes, target, stop, say))
@@ -154,7 +168,7 @@ def run_captures(
     return captures
 
 
-def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
+def _capture_command(probes: CaptureProbes, target: Target, stop: _StopRequest,
                      say: Callable[[str], None], workload: int = WORKLOAD_ID,
                      cgroup: CgroupHook | None = None,
                      quiet: bool = False, cpu_share: float | None = None) -> Capture:
@@ -186,7 +200,7 @@ def _capture_command(probes: KernelProbes, target: Target, stop: _StopRequest,
                      cpu_share=cpu_share)
 
 
-def _settled_snapshot(probes: KernelProbes, workload: int, patience_s: float = 0.2) -> KernelSnapshot:
+def _settled_snapshot(probes: CaptureProbes, workload: int, patience_s: float = 0.2) -> KernelSnapshot:
     """A snapshot once the workload's timeline has ended.
 
     waitpid returns when the child has exited, a moment before its last
@@ -330,7 +344,7 @@ def _signal_workload(root: int | None, workload_tids: Callable[[], set[int]], si
     return found | untracked
 
 
-def _capture_pid(probes: KernelProbes, target: Target, stop: _StopRequest,
+def _capture_pid(probes: CaptureProbes, target: Target, stop: _StopRequest,
                  say: Callable[[str], None]) -> Capture:
     assert target.pid is not None
     try:

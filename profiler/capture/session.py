@@ -20,9 +20,11 @@ from profiler.tax.cost import cpu_share_for_memory, price_table, validate_memory
 from profiler.errors import InputError
 from profiler.files import check_writable_destination, write_json_atomic
 from profiler.bpf.probes import ProbeOptions, check_environment
+from profiler.capture.via_agent import AgentProbes, Unavailable, connect
 from profiler.model import Capture
 from profiler.output.capture_json import to_json
 from profiler.output.report import render
+from profiler.output.wire import DEFAULT_SOCKET
 from profiler.timings import NO_TIMINGS, Timings
 
 
@@ -41,6 +43,8 @@ class SessionSettings:
     plot_path: str | None = None
     refresh_calibration: bool = False
     timings: Timings = NO_TIMINGS
+    # A running agent's capture socket (None: --no-agent, always the cold path).
+    agent_socket: str | None = DEFAULT_SOCKET
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,28 @@ def _cgroup(share: float | None, memory_mb: int) -> Iterator[CgroupHook | None]:
         yield group
 
 
+def _through_agent(settings: SessionSettings, options: ProbeOptions, progress: Callable[[str], None],
+                   warn: Callable[[str], None]) -> AgentProbes | None:
+    """A running agent to capture through, or None for the cold path (with one line why, when an agent
+    socket is there but cannot serve)."""
+    if not settings.agent_socket or os.geteuid() != 0:
+        return None  # the agent serves root only: without root, the cold path says what is missing
+    with settings.timings.phase("agent"):
+        found = connect(settings.agent_socket, options)
+    if isinstance(found, Unavailable):
+        warn(f"warning: {found.reason}: loading probes here instead")
+        return None
+    if found is not None:
+        progress(f"capturing through the agent at {found.path} (pid {found.agent_pid}); --no-agent loads "
+                 "probes here")
+    return found
+
+
 def run_session(settings: SessionSettings, options: ProbeOptions,
-                progress: Callable[[str], None], emit: Callable[[str], None] | None = None) -> Outcome:
-    """One session; `emit` gets the table as soon as it exists (before the probes detach)."""
+                progress: Callable[[str], None], emit: Callable[[str], None] | None = None,
+                warn: Callable[[str], None] | None = None) -> Outcome:
+    """One session; `emit` gets the table as soon as it exists (before the probes detach);
+    `warn` gets lines shown even when progress is quiet."""
     target = Target(command=settings.command, pid=settings.pid, duration_seconds=settings.duration_seconds)
     validate(target)
     validate_memory_mb(settings.memory_mb)
@@ -96,7 +119,9 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
 
         check_plot_path(settings.plot_path)
 
-    check_environment()
+    agent = _through_agent(settings, options, progress, warn or progress)
+    if agent is None:
+        check_environment()
     calibration = ensure_calibration(refresh=settings.refresh_calibration, progress=progress)
     done: list[tuple[dict[str, Any], str]] = []
 
@@ -125,7 +150,7 @@ def run_session(settings: SessionSettings, options: ProbeOptions,
         if share is not None:
             progress(f"cgroup: {share:.3f} CPU, {settings.memory_mb} MB")
         captures = run_captures(target, settings.warmup + settings.repeat, options, progress, group, share,
-                                finish=finish, timings=settings.timings)
+                                finish=finish, timings=settings.timings, agent=agent)
     data, table = done[0]
     last = captures[-1]
     return Outcome(data=data, table=table, exit_code=last.exit_code,

@@ -22,6 +22,11 @@ pytestmark = pytest.mark.bpf
 Profile = Callable[..., dict[str, Any]]
 
 
+@pytest.fixture
+def run_profile(profile_either_way: Profile) -> Profile:
+    return profile_either_way
+
+
 @pytest.fixture(scope="module")
 def accounting(tmp_path_factory: pytest.TempPathFactory) -> str:
     binary = tmp_path_factory.mktemp("bin") / "accounting"

@@ -25,6 +25,11 @@ Profile = Callable[..., dict[str, Any]]
 CPU_BOUND = ["/usr/bin/python3", "-c", "n = 0\nfor i in range(4_000_000): n += i"]
 
 
+@pytest.fixture
+def run_profile(profile_either_way: Profile) -> Profile:
+    return profile_either_way
+
+
 @pytest.fixture(scope="module")
 def accounting(tmp_path_factory: pytest.TempPathFactory) -> str:
     binary = tmp_path_factory.mktemp("bin") / "accounting"
