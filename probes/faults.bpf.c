@@ -6,7 +6,6 @@
  * fntax:map cpu_state  percpu_array u32 fntax_cpu
  */
 #include "fntax.h"
-#include <uapi/linux/bpf_perf_event.h>
 
 static __always_inline struct fntax_cpu *fntax_fault_slot(void)
 {
@@ -34,7 +33,7 @@ TRACEPOINT_PROBE(exceptions, page_fault_kernel)
     return 0;
 }
 
-int fntax_fault_minor(struct bpf_perf_event_data *ctx)
+int fntax_fault_minor(void *ctx)
 {
     struct fntax_cpu *cpu = fntax_fault_slot();
     if (cpu)
@@ -42,7 +41,7 @@ int fntax_fault_minor(struct bpf_perf_event_data *ctx)
     return 0;
 }
 
-int fntax_fault_major(struct bpf_perf_event_data *ctx)
+int fntax_fault_major(void *ctx)
 {
     struct fntax_cpu *cpu = fntax_fault_slot();
     if (cpu)

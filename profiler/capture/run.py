@@ -148,7 +148,9 @@ def run_captures(
     if agent is None:
         say("loading probes")
     captures: list[Capture] = []
-    with agent or KernelProbes(options, timings) as probes, _StopRequest() as stop:
+    # Once the result is out (finish), the slow detach happens after this process has exited.
+    with agent or KernelProbes(options, timings, detach_after_exit=finish is not None) as probes, \
+            _StopRequest() as stop:
         if target.pid is not None:
             with timings.phase("run"):
                 captures.append(_capture_pid(probes, target, stop, say))
