@@ -6,8 +6,10 @@ tool runs it ROUNDS times, interleaved so machine noise hits all alike, and
 the median wall time of the whole command (from launch to exit, as a shell
 waits for it) is taken; "adds" is that less the bare workload's median. For
 fntax also the time the result was out (the capture file written, from
-`--timings`' "result at" plus the CLI's start-up): uprobe detach waits on
-kernel grace periods after that.
+`--timings`' "result at" plus the CLI's start-up). A cold capture leaves
+the slow half of detaching to a helper after it exits; the bench waits for
+its probes to be gone before the next tool runs (the helper holds the
+kernel's tracepoint lock while it waits, which would slow the next attach).
 
   bare            the workload alone
   perf trace -s   perf's syscall summary (the reference)
@@ -22,6 +24,7 @@ most 2x. Printed as ratios: these machines are noisy and differ from run to run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -55,6 +58,19 @@ def _result_at(stderr: str, wall: float) -> float:
         return float("nan")
     result_at, total = float(timings.group(1)), float(timings.group(2))
     return wall - total + result_at  # start-up (before timings begin) + result at
+
+
+def _program_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {int(p["id"]) for p in json.loads(out or "[]")}
+
+
+def _wait_teardown(before: set[int], patience_s: float = 60.0) -> None:
+    """Until a cold capture's probes are gone: its background teardown holds
+    the kernel's tracepoint lock and would slow whatever attaches next."""
+    deadline = time.monotonic() + patience_s
+    while _program_ids() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _syscount_startup() -> float:
@@ -115,8 +131,10 @@ def main() -> None:
                     print(f"  {name}: round {round_ + 1}/{args.rounds}", flush=True)
                     runs["bare"].append(_timed(command)[0])
                     runs["perf"].append(_timed(["perf", "trace", "-s", "-o", os.devnull, "--", *command])[0])
+                    before = _program_ids()
                     wall, err = _timed([FNTAX, "profile", "-q", "--timings", "--no-agent", "--json", out,
                                         "--", *command])
+                    _wait_teardown(before)
                     runs["cold"].append(wall)
                     runs["cold_result"].append(_result_at(err, wall))
                     wall, err = _timed([FNTAX, "profile", "-q", "--timings", "--agent-socket", sock, "--json", out,
