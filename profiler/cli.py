@@ -134,7 +134,8 @@ def profile(json_path: str | None, pid: int | None, duration: float | None, repe
     from profiler.bpf.probes import ProbeOptions, module_source
     from profiler.capture.session import SessionSettings, run_session
 
-    options = ProbeOptions(extra_decompressors=decompressors, families=_families_for(command, pid))
+    options = ProbeOptions(extra_decompressors=decompressors, families=_families_for(command, pid),
+                           reuse_probe_costs=True)
     if print_bpf:
         click.echo(module_source(options))
         return
@@ -237,7 +238,9 @@ def report(capture_file: str, top: int, plot_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--refresh", is_flag=True, help="Measure again even if this host has a calibration.")
+@click.option("--refresh", is_flag=True,
+              help="Measure again even if this host has a calibration (and the probes' own costs, at the next "
+                   "capture).")
 @click.option("--file", "path", type=click.Path(dir_okay=False), default=None,
               help="Calibration file (default /var/lib/fntax/calibration.json).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
@@ -253,6 +256,10 @@ def calibrate(refresh: bool, path: str | None, quiet: bool) -> None:
 
     from profiler.tax.calibrate import DEFAULT_PATH, ensure_calibration, render_calibration
 
+    if refresh:
+        from profiler.bpf.probe_cost import forget_cached_means
+
+        forget_cached_means()  # the probes' own costs, kept by `fntax profile`, are measured again too
     cal = ensure_calibration(Path(path) if path else DEFAULT_PATH, refresh=refresh, progress=_progress(quiet))
     click.echo(render_calibration(cal))
 

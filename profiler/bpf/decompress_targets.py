@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from profiler.bpf.contracts import decompressor_ids
 from profiler.errors import ConfigError, FntaxError
-from profiler.files import make_private_dir, write_json_atomic
+from profiler.files import write_json_atomic
 
 # Library ids come from enum fntax_decomp_lib in probes/fntax.h (the probes
 # know lzma's id); extra libraries take ids from its EXTRA up to its LAST.
@@ -98,9 +98,11 @@ def _remembered(key: str, stamp: list[int] | None, compute: Callable[[], Any]) -
     value = compute()
     if stamp is not None:
         _cache()[key] = {"stamp": stamp, "value": value}
-        with contextlib.suppress(OSError, FntaxError):  # a cache: never a reason to fail
-            make_private_dir(_CACHE.parent)
-            write_json_atomic(_CACHE, _cache())
+        # A cache, never a reason to fail; kept only where fntax keeps its
+        # state already (a rejected --decompressor must leave nothing behind).
+        if _CACHE.parent.is_dir():
+            with contextlib.suppress(OSError, FntaxError):
+                write_json_atomic(_CACHE, _cache())
     return value
 
 

@@ -56,6 +56,9 @@ class ProbeOptions:
     # them on throughout.
     run_time_stats: bool = False
     measure_probe_costs: bool = True
+    # Reuse the probe costs measured before for the same probes on this host
+    # (`fntax profile`; profiler.bpf.probe_cost.cached_means).
+    reuse_probe_costs: bool = False
     # Per-workload timelines (busy / waiting / blocked wall time): `fntax
     # profile` only; the agent's every-process tracking would contend on them.
     timeline: bool = True

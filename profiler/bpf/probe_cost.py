@@ -8,15 +8,21 @@ fntax keeps them on only while a short synthetic workload runs at load.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
+import json
 import mmap
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from profiler.bpf import arch
-from profiler.bpf.loader import probe_label
+from profiler.bpf.loader import ProbeOptions, module_source, probe_label
+from profiler.errors import FntaxError
+from profiler.files import write_json_atomic
 from profiler.system import procfs
 
 _BPF_ENABLE_STATS = 32
@@ -81,3 +87,41 @@ def run_synthetic_workload(track: Callable[[int], None]) -> None:
     os.write(gate_write, b"g")
     os.close(gate_write)
     os.waitpid(pid, 0)
+
+
+# -- kept across runs (`fntax profile`) ----------------------------------------
+# The measurement takes a synthetic workload and the statistics' toggling at
+# every start (0.07 s of a capture's time to result). Like the calibration, it
+# is kept per host and kernel -- and per module text and flags, so a probe
+# changed or a library upgraded measures again; `fntax calibrate --refresh`
+# drops it.
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FNTAX_HOME", "/var/lib/fntax")) / "cache"
+
+
+def _cache_path(options: ProbeOptions) -> Path:
+    key = "\n".join([module_source(options), *options.cflags(), os.uname().release, procfs.DEFAULT.cpu_model() or ""])
+    return _cache_dir() / f"probe-cost-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def cached_means(options: ProbeOptions) -> dict[str, float] | None:
+    """Mean run time per probe measured before for these very probes on this host, if any."""
+    try:
+        raw = json.loads(_cache_path(options).read_text())
+        means = {str(k): float(v) for k, v in raw["probe_mean_ns"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return means or None
+
+
+def remember_means(options: ProbeOptions, means: dict[str, float]) -> None:
+    if _cache_dir().is_dir():  # made by the calibration; a cache is never a reason to fail
+        with contextlib.suppress(OSError, FntaxError):
+            write_json_atomic(_cache_path(options), {"probe_mean_ns": means})
+
+
+def forget_cached_means() -> None:
+    for path in _cache_dir().glob("probe-cost-*.json"):
+        with contextlib.suppress(OSError):
+            path.unlink()

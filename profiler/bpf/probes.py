@@ -63,7 +63,10 @@ class KernelProbes:
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> KernelProbes:
         check_environment()
-        wants_stats = self.options.run_time_stats or self.options.measure_probe_costs
+        reused = probe_cost.cached_means(self.options) if self.options.reuse_probe_costs and \
+            self.options.measure_probe_costs and not self.options.run_time_stats else None
+        measure = self.options.measure_probe_costs and reused is None
+        wants_stats = self.options.run_time_stats or measure
         self._stats_fd = probe_cost.enable_stats() if wants_stats else None
         with self.timings.phase("compile"):
             self._bpf = compile_module(self.options)
@@ -81,12 +84,16 @@ class KernelProbes:
 
         self._reader = MapReader(self._bpf, "decompress" in self.options.families, syscall_name,
                                  lambda lib: libraries.get(lib, "unknown"), procfs.DEFAULT.tgid)
-        if self.options.measure_probe_costs and self._stats_fd is not None:
+        if reused is not None:
+            self._probe_mean_ns = reused
+        elif measure and self._stats_fd is not None:
             with self.timings.phase("probe cost"):
                 probe_cost.run_synthetic_workload(lambda pid: self.track(pid, PROBE_COST_WORKLOAD))
             self._probe_mean_ns = {k: v.mean_ns for k, v in self.program_stats().items() if v.runs}
             if not self.options.run_time_stats:
                 self.set_run_time_stats(False)
+            if self.options.reuse_probe_costs and self._probe_mean_ns:
+                probe_cost.remember_means(self.options, self._probe_mean_ns)
         return self
 
     def close(self) -> None:

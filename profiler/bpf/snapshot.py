@@ -8,6 +8,7 @@ counter.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from operator import itemgetter
 from typing import Any, Callable, Iterable
@@ -27,8 +28,10 @@ def counters_of(raw: Any) -> Counters:
     return Counters(int(getattr(raw, figure.field)) for figure in FIGURES)
 
 
-def _comm(raw: Any) -> str:
-    return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+@functools.lru_cache(maxsize=4096)
+def _comm(raw: bytes) -> str:
+    """A task's comm (16 bytes, NUL-padded) as text; a host has few distinct ones."""
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 class MapReader:
@@ -43,9 +46,9 @@ class MapReader:
         self._tgid_of = tgid_of
         self._error_names = map_error_names(load_header())
         self._tables: dict[str, BatchTable] = {}
-        # Per-process tables' keys by tgid as last read: forgetting an exited
-        # process deletes its keys without walking the whole map again.
-        self._keys: dict[str, dict[int, list[tuple[int, ...]]]] = {}
+        # Per-process tables' entries as last read: forgetting an exited
+        # process deletes its keys without reading the whole map again.
+        self._last: dict[str, list[tuple[tuple[Any, ...], tuple[Any, ...]]]] = {}
         # Entries each map held at the last read (the fill gauges).
         self._entries: dict[str, int] = {}
 
@@ -61,13 +64,8 @@ class MapReader:
         return items
 
     def _by_tgid(self, name: str) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-        """A per-process table's entries, remembering each tgid's keys for forget()."""
-        items = self._items(name)
-        at = self._table(name).key_index("tgid")
-        keys: dict[int, list[tuple[int, ...]]] = {}
-        for key, _val in items:
-            keys.setdefault(key[at], []).append(key)
-        self._keys[name] = keys
+        """A per-process table's entries, remembered for forget()."""
+        items = self._last[name] = self._items(name)
         return items
 
     def _procs(self) -> dict[int, tuple[str, int, bool, Counters]]:
@@ -176,10 +174,12 @@ class MapReader:
         if not doomed:
             return
         self._table("procs").delete([(pid,) for pid in doomed])
-        for name, by_tgid in self._keys.items():
-            keys = [key for pid in doomed for key in by_tgid.pop(pid, ())]
+        for name, items in self._last.items():
+            at = self._table(name).key_index("tgid")
+            keys = [key for key, _val in items if key[at] in doomed]
             if keys:
                 self._table(name).delete(keys)
+                self._last[name] = [item for item in items if item[0][at] not in doomed]
 
     def map_fill(self) -> tuple[dict[str, int], dict[str, int]]:
         """(entries, capacity) of the bounded per-process maps."""
