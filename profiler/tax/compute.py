@@ -42,6 +42,7 @@ each probe) times the events the workload itself caused; it is reported as
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -150,34 +151,58 @@ class BaremetalBaseline:
     parallelism: float  # tasks that ran at once, on average, while busy
 
 
+# The probes' cost per unit of each figure, for the last probe means seen: the
+# agent taxes every function that changed at every scrape with the same means.
+_LAST_COSTS: tuple[dict[str, float], tuple[float, ...]] = ({}, tuple(0.0 for _ in FIGURES))
+_AT = {figure.field: index for index, figure in enumerate(FIGURES)}
+
+
+def _cost_per_figure(probe_mean_ns: Mapping[str, float]) -> tuple[float, ...]:
+    global _LAST_COSTS
+    means, costs = _LAST_COSTS
+    if probe_mean_ns == means:
+        return costs
+    costs = tuple(sum(probe_mean_ns.get(probe, 0.0) for probe in figure.probes) for figure in FIGURES)
+    _LAST_COSTS = (dict(probe_mean_ns), costs)
+    return costs
+
+
 def observer_seconds(counters: Counters, probe_mean_ns: Mapping[str, float]) -> tuple[float, float]:
     """(observer time in the workload's context, the part of it inside syscalls).
 
     Each probe's mean run time (kernel BPF statistics) times the events of
     that probe the workload caused in its own context (the figure table says
     which probes run per unit of each figure)."""
-    def cost_per(figure: Figure) -> float:
-        return sum(probe_mean_ns.get(probe, 0.0) for probe in figure.probes)
-
-    total_ns = sum(counters[f] * cost_per(f) for f in FIGURES)
+    cost = _cost_per_figure(probe_mean_ns)
+    total_ns = sum(map(operator.mul, counters.raw, cost))
     # Inside a syscall's measured span: kernel-mode faults and their perf
     # samples, and the switch-out of a task blocking in the syscall.
     kernel_share = counters[FAULTS_KERNEL] / max(1, counters[FAULTS_USER] + counters[FAULTS_KERNEL])
     in_syscalls_ns = (
-        counters[FAULTS_KERNEL] * cost_per(FAULTS_KERNEL)
-        + counters[FAULTS_MINOR] * kernel_share * cost_per(FAULTS_MINOR)
-        + counters[VOLUNTARY_SWITCHES] * cost_per(VOLUNTARY_SWITCHES)
+        counters[FAULTS_KERNEL] * cost[_AT[FAULTS_KERNEL.field]]
+        + counters[FAULTS_MINOR] * kernel_share * cost[_AT[FAULTS_MINOR.field]]
+        + counters[VOLUNTARY_SWITCHES] * cost[_AT[VOLUNTARY_SWITCHES.field]]
     )
     return total_ns / NS_PER_SECOND, in_syscalls_ns / NS_PER_SECOND
 
 
+def _figures_of(category: str, unit: Unit) -> tuple[Figure, ...]:
+    return tuple(f for f in FIGURES if f.category == category and f.unit is unit)
+
+
+# Which figures feed each category straight, worked out once (compute_tax runs
+# for every function that changed, at every scrape of the agent).
+_SECONDS_OF = {c: _figures_of(c, Unit.NANOSECONDS) for c in {f.category for f in FIGURES if f.category}}
+_COUNTS_OF = {c: _figures_of(c, Unit.COUNT) for c in _SECONDS_OF}
+
+
 def _category_seconds(counters: Counters, category: str) -> float:
     """The sum of the measured times that feed a category straight (interrupts)."""
-    return sum(float(counters.value(f)) for f in FIGURES if f.category == category and f.unit is Unit.NANOSECONDS)
+    return sum(float(counters.value(f)) for f in _SECONDS_OF.get(category, ()))
 
 
 def _category_count(counters: Counters, category: str) -> int:
-    return sum(counters[f] for f in FIGURES if f.category == category and f.unit is Unit.COUNT)
+    return sum(counters[f] for f in _COUNTS_OF.get(category, ()))
 
 
 def compute_tax(workload: WorkloadSummary, costs: HostCosts,
