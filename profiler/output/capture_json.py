@@ -184,7 +184,10 @@ class _Reader:
         self.source = source
 
     def fail(self, path: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self.source}: field '{path}' must be {expected}")
+        # A key of the file's own making may hold anything, a newline too: the
+        # error stays one line.
+        shown = path.encode("unicode_escape").decode("ascii")
+        return ConfigError(f"{self.source}: field '{shown}' must be {expected}")
 
     def get(self, data: Mapping[str, Any], path: Sequence[str], where: str) -> Any:
         """The value at path; _MISSING when a step is absent (null is a value)."""
