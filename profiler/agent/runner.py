@@ -32,7 +32,7 @@ from profiler.bpf.probes import KernelProbes, ProbeOptions, effective_families
 from profiler.ledger.functions import Aggregator
 from profiler.model import KernelSnapshot
 from profiler.system import procfs
-from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, render_new_at_zero
+from profiler.output.exposition import AgentSource, FntaxCollector, SelfStats, Shown, render_new_at_zero
 from profiler.output.wire import DEFAULT_SOCKET
 from profiler.tax.calibrate import ensure_calibration, host_costs
 from profiler.tax.cost import price_table
@@ -65,6 +65,7 @@ class AgentSettings:
 
 
 TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
+FULL_COLLECTION_EVERY = 10  # folds between two full garbage collections
 FULL_WARNING_EVERY = 60.0  # seconds between two warnings about full maps
 AGENT_FUNCTION = "_fntax_agent"  # the agent's own process, published under this name
 
@@ -104,7 +105,7 @@ class Agent:
         self.probes: KernelProbes | None = None
         self._rendered: bytes = b""
         self._rendered_for: list[TaxedFunction] | None = None
-        self._shown: set[str] = set()  # per-function series already served (new ones go out at 0 first)
+        self._shown: Shown = {}  # per-function series already served (new ones go out at 0 first)
         self._lost_seen = 0
         self._failed_warned = 0
         self._warned_at = -FULL_WARNING_EVERY
@@ -140,12 +141,11 @@ class Agent:
         if cached is None:
             with self._lock:
                 shown = self._shown
-            cached, names = render_new_at_zero(view, shown)
+            cached, served, fresh = render_new_at_zero(view, shown)
             with self._lock:
                 # Series new in this body are served at 0 now and with their
                 # values from the next scrape on (render again then).
-                fresh = not names <= shown
-                self._shown = names
+                self._shown = served
                 self._rendered, self._rendered_for = cached, (None if fresh else view)
         body = cached + generate_latest(self._registry)
         self._source.last_scrape_seconds[0] = time.perf_counter() - started
@@ -178,7 +178,10 @@ class Agent:
         self._registry.register(FntaxCollector(self._source))
         self.say("loading probes (system-wide)")
         _tune_gc()
-        with KernelProbes(options) as probes:
+        # At exit the slow half of detaching goes to a helper (as for `fntax
+        # profile`): SIGTERM to exit takes the time to stop serving, not the
+        # kernel's grace periods for every probe.
+        with KernelProbes(options, detach_after_exit=True) as probes:
             self.probes = probes
             probes.open_events(self._on_event, self.settings.event_pages)
             # Before any thread starts: capabilities are per thread.
@@ -279,6 +282,8 @@ class Agent:
             if self._refreshes % TASKS_COUNT_EVERY == 1:
                 self.probes.reader.count_entries("tasks")
             entries, capacity = self.probes.map_fill()
+        if self._refreshes % FULL_COLLECTION_EVERY == 0:
+            gc.collect()  # on a schedule, not when allocations say (see _tune_gc)
         stats = SelfStats(
             probes_attached={probe: len(points) for probe, points in self.probes.attached.points.items()},
             probe_runs=self._probe_runs(),
@@ -372,10 +377,13 @@ def _tune_gc() -> None:
     process (samples, call tables) and keeps tens of thousands alive at host
     scale, which the default thresholds scan over and over (the fold's cost
     per function grew with the number of functions). The figures hold no
-    cycles; everything loaded so far stays out of collections for good."""
+    cycles, so young collections are made rare and the full ones run on a
+    schedule (every FULL_COLLECTION_EVERY folds: what little cyclic garbage
+    the HTTP server makes is bounded); everything loaded so far stays out of
+    collections for good."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 20, 1_000_000)
 
 
 def _running_processes() -> list[tuple[int, int | None]]:

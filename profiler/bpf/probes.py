@@ -248,12 +248,30 @@ def hand_over_teardown() -> bool:
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
+            _keep_only_probe_files({0, 1, 2, read_end})
             os.read(read_end, 1)  # EOF: the parent has exited
         finally:
             os._exit(0)
     os.close(read_end)
     # write_end stays open until this process exits (deliberately never closed).
     return True
+
+
+def _keep_only_probe_files(keep: set[int]) -> None:
+    """Close every descriptor but `keep` and the kernel objects probes are made
+    of (BPF programs, maps and links, perf events: anonymous inodes). A
+    listening socket or an open file must not outlive the process that
+    opened it: the agent restarted at once needs its port again."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in keep:
+            continue
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the directory listing's own descriptor, closed since
+        if not target.startswith("anon_inode:"):
+            os.close(fd)
 
 
 def _threads(proc: psutil.Process) -> Iterable[Any]:

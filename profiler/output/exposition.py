@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import AbstractSet as Set, Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
@@ -181,12 +181,17 @@ def function_families() -> list[Family]:
     return [*families, *tables, KVM_MEASURED, PROCESSES_STARTED, INVOCATIONS, TAX_SECONDS, TAX_DOLLARS]
 
 
-def _calls(table: CallTable, base: str, calls: Mapping[str, CallStats]) -> list[str]:
-    lines = []
+# One sample of a function: (family name, labels inside the braces, value).
+Sample = tuple[str, str, str]
+# Per function, the (family, labels) of every series last served.
+Shown = Mapping[str, tuple[tuple[str, str], ...]]
+
+
+def _calls(table: CallTable, base: str, calls: Mapping[str, CallStats], out: list[Sample]) -> None:
+    family = _name(table)
     for name, stats in calls.items():
         value: float | int = stats.count if table.exported == "count" else _s(stats.ns)
-        lines.append(f'{{{base},{table.label}="{_escape(name)}"}} {_number(value)}')
-    return lines
+        out.append((family, f'{base},{table.label}="{_escape(name)}"', _number(value)))
 
 
 def _name(table: CallTable) -> str:
@@ -204,73 +209,79 @@ _KVM_SET = frozenset(KVM_FIGURES)
 
 def render_functions(functions: Sequence[TaxedFunction]) -> bytes:
     """The per-function families in the Prometheus text format."""
-    lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
-    _lines(functions, lines)
-    return _text(lines, None)[0]
+    return render_new_at_zero(functions, None)[0]
 
 
-def _lines(functions: Sequence[TaxedFunction], lines: dict[str, list[str]]) -> None:
-    for taxed in functions:
-        view = taxed.view
-        base = f'{LABEL_FUNCTION}="{_escape(view.function)}",{LABEL_KIND}="{view.kind.value}"'
-        # KVM series only for VMs (or a process that did KVM): bounded series per function.
-        kvm = view.kind is WorkloadKind.VM or bool(view.kvm) or has_kvm_activity(view.counters)
-        seen = visibility(view.counters) if kvm else None
-        for figure, raw in view.counters.items():
-            if figure.family is None:
-                continue
-            if figure in _KVM_SET:
-                if seen is None:
-                    continue
-                if seen.states.get(_GROUP_OF.get(figure.field, ""), None) is Visibility.UNAVAILABLE:
-                    continue  # not measurable here: no series rather than a zero
-            labels = base if figure.label_value is None else f'{base},{figure.family.label}="{figure.label_value}"'
-            lines[figure.family.name].append(f"{{{labels}}} {_number(figure.value(raw))}")
-        lines[_name(SYSCALLS_BY_NAME)] += _calls(SYSCALLS_BY_NAME, base, view.syscalls_by_name)
-        lines[_name(DECOMPRESSION_BY_LIBRARY)] += _calls(DECOMPRESSION_BY_LIBRARY, base,
-                                                         view.decompression_by_library)
-        if kvm:
-            lines[_name(KVM_EXITS_BY_REASON)] += _calls(KVM_EXITS_BY_REASON, base, view.kvm.exits_by_reason)
-            lines[_name(KVM_USERSPACE_EXITS_BY_REASON)] += _calls(KVM_USERSPACE_EXITS_BY_REASON, base,
-                                                                  view.kvm.userspace_exits_by_reason)
-            assert seen is not None
-            for group in KVM_GROUPS:
-                state = seen.states.get(group)
-                if state in _STATE_VALUE:
-                    assert state is not None
-                    lines[KVM_MEASURED.name].append(f'{{{base},{KVM_MEASURED.label}="{group}"}} '
-                                                    f"{_STATE_VALUE[state]!r}")
-        lines[PROCESSES_STARTED.name].append(f"{{{base}}} {view.processes_started}")
-        if view.invocations is not None:
-            lines[INVOCATIONS.name].append(f"{{{base}}} {view.invocations}")
-        for category in CATEGORIES:
-            lines[TAX_SECONDS.name].append(
-                f'{{{base},{LABEL_CATEGORY}="{category}"}} {taxed.tax_by_category.get(category, 0.0)!r}')
-        lines[TAX_DOLLARS.name].append(f"{{{base}}} {taxed.tax_dollars!r}")
-
-
-def render_new_at_zero(functions: Sequence[TaxedFunction], shown: Set[str]) -> tuple[bytes, set[str]]:
-    """Like render_functions, but a series not in `shown` (never served yet)
-    is rendered at 0: a counter that first appears at 0 lets Prometheus count
-    its first increase (a new function's first calls; after an agent restart,
-    the reset). Returns the body and every series it names."""
-    lines: dict[str, list[str]] = {f.name: [] for f in function_families()}
-    _lines(functions, lines)
-    return _text(lines, shown)
-
-
-def _text(lines: Mapping[str, list[str]], shown: Set[str] | None) -> tuple[bytes, set[str]]:
-    out: list[str] = []
-    names: set[str] = set()
-    for family in function_families():
-        kind = "counter" if family.name.endswith("_total") else "gauge"
-        out.append(f"# HELP {family.name} {family.help}\n# TYPE {family.name} {kind}\n")
-        if shown is None:
-            out.extend(f"{family.name}{line}\n" for line in lines[family.name])
+def _samples(taxed: TaxedFunction) -> list[Sample]:
+    """Every sample of one function, in no particular order."""
+    out: list[Sample] = []
+    view = taxed.view
+    base = f'{LABEL_FUNCTION}="{_escape(view.function)}",{LABEL_KIND}="{view.kind.value}"'
+    # KVM series only for VMs (or a process that did KVM): bounded series per function.
+    kvm = view.kind is WorkloadKind.VM or bool(view.kvm) or has_kvm_activity(view.counters)
+    seen = visibility(view.counters) if kvm else None
+    for figure, raw in view.counters.items():
+        if figure.family is None:
             continue
-        for line in lines[family.name]:
-            labels, _, value = line.rpartition(" ")
-            name = family.name + labels
-            names.add(name)
-            out.append(f"{name} {value if name in shown or kind == 'gauge' else '0'}\n")
-    return "".join(out).encode(), names
+        if figure in _KVM_SET:
+            if seen is None:
+                continue
+            if seen.states.get(_GROUP_OF.get(figure.field, ""), None) is Visibility.UNAVAILABLE:
+                continue  # not measurable here: no series rather than a zero
+        labels = base if figure.label_value is None else f'{base},{figure.family.label}="{figure.label_value}"'
+        out.append((figure.family.name, labels, _number(figure.value(raw))))
+    _calls(SYSCALLS_BY_NAME, base, view.syscalls_by_name, out)
+    _calls(DECOMPRESSION_BY_LIBRARY, base, view.decompression_by_library, out)
+    if kvm:
+        _calls(KVM_EXITS_BY_REASON, base, view.kvm.exits_by_reason, out)
+        _calls(KVM_USERSPACE_EXITS_BY_REASON, base, view.kvm.userspace_exits_by_reason, out)
+        assert seen is not None
+        for group in KVM_GROUPS:
+            state = seen.states.get(group)
+            if state in _STATE_VALUE:
+                assert state is not None
+                out.append((KVM_MEASURED.name, f'{base},{KVM_MEASURED.label}="{group}"', repr(_STATE_VALUE[state])))
+    out.append((PROCESSES_STARTED.name, base, str(view.processes_started)))
+    if view.invocations is not None:
+        out.append((INVOCATIONS.name, base, str(view.invocations)))
+    for category in CATEGORIES:
+        out.append((TAX_SECONDS.name, f'{base},{LABEL_CATEGORY}="{category}"',
+                    repr(taxed.tax_by_category.get(category, 0.0))))
+    out.append((TAX_DOLLARS.name, base, repr(taxed.tax_dollars)))
+    return out
+
+
+def render_new_at_zero(functions: Sequence[TaxedFunction],
+                       shown: Shown | None) -> tuple[bytes, dict[str, tuple[tuple[str, str], ...]], bool]:
+    """The per-function families; with `shown` (what the last body served), a
+    counter series served for the first time is rendered at 0: a counter
+    that first appears at 0 lets Prometheus count its first increase (a new
+    function's first calls; after an agent restart, the reset).
+
+    Returns the body, what it serves (the next call's `shown`) and whether it
+    served a series for the first time. A function whose series are the same
+    as last time (nearly all, at every scrape) is not checked series by series."""
+    families = function_families()
+    lines: dict[str, list[str]] = {f.name: [] for f in families}
+    counter = {f.name: f.name.endswith("_total") for f in families}
+    served: dict[str, tuple[tuple[str, str], ...]] = {}
+    fresh = False
+    for taxed in functions:
+        samples = _samples(taxed)
+        if shown is not None:
+            series = tuple((family, labels) for family, labels, _value in samples)
+            served[taxed.view.function] = series
+            before = shown.get(taxed.view.function)
+            if before != series:
+                known = set(before or ())
+                fresh = fresh or not known.issuperset(series)
+                samples = [(family, labels, value if (family, labels) in known or not counter[family] else "0")
+                           for family, labels, value in samples]
+        for family, labels, value in samples:
+            lines[family].append(f"{family}{{{labels}}} {value}\n")
+    out: list[str] = []
+    for fam in families:
+        kind = "counter" if counter[fam.name] else "gauge"
+        out.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} {kind}\n")
+        out.extend(lines[fam.name])
+    return "".join(out).encode(), served, fresh

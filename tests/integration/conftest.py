@@ -43,8 +43,11 @@ def programs_held_by(pid: int) -> set[int]:
     return ids
 
 
-def wait_programs_gone(held: set[int], seconds: float = 10) -> bool:
-    """The kernel frees programs after an RCU grace period: allow it a moment."""
+def wait_programs_gone(held: set[int], seconds: float = 60) -> bool:
+    """Until the programs are freed. A clean exit leaves the detach to a helper
+    that outlives the process (each probe waits on kernel grace periods, about
+    5 s for a whole set, and sets detaching at once take turns), and even a
+    killed process's programs go only after a grace period."""
     deadline = time.monotonic() + seconds
     while held & loaded_program_ids():
         if time.monotonic() > deadline:
