@@ -8,7 +8,10 @@ measurement. Everything above this layer sees plain dataclasses from
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import psutil
@@ -70,6 +73,8 @@ class KernelProbes:
         self._stats_fd = probe_cost.enable_stats() if wants_stats else None
         with self.timings.phase("compile"):
             self._bpf = compile_module(self.options)
+        with self.timings.phase("earlier teardown"):
+            wait_for_earlier_teardowns()
         try:
             with self.timings.phase("attach"):
                 self._attached, libraries = attach_all(self._bpf, self.options)
@@ -235,11 +240,18 @@ def hand_over_teardown() -> bool:
     EOF), and its standard streams are /dev/null, so nobody waiting on this
     process's output waits for it. False if no helper could be started."""
     read_end, write_end = os.pipe()  # not inherited by anything this process execs
+    # Held (shared) by the helper until its teardown is done: the next set of
+    # probes to load waits for it (wait_for_earlier_teardowns).
+    lock = _teardown_lock()
+    if lock is not None:
+        fcntl.flock(lock, fcntl.LOCK_SH)
     try:
         pid = os.fork()
     except OSError:
         os.close(read_end)
         os.close(write_end)
+        if lock is not None:
+            os.close(lock)
         return False
     if pid == 0:  # the helper: nothing but waiting, then exiting
         try:
@@ -248,20 +260,60 @@ def hand_over_teardown() -> bool:
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            _keep_only_probe_files({0, 1, 2, read_end})
+            _keep_only_probe_files({0, 1, 2, read_end, *([lock] if lock is not None else [])})
             os.read(read_end, 1)  # EOF: the parent has exited
+            # The probes first, one by one (each close waits on the kernel),
+            # the lock last: an exit would close them in descriptor order.
+            _keep_only_probe_files({lock} if lock is not None else set(), close_probes=True)
         finally:
             os._exit(0)
     os.close(read_end)
+    if lock is not None:
+        os.close(lock)  # the helper's copy holds the lock now
     # write_end stays open until this process exits (deliberately never closed).
     return True
 
 
-def _keep_only_probe_files(keep: set[int]) -> None:
+TEARDOWN_LOCK = Path("/run/fntax/teardown.lock")
+TEARDOWN_PATIENCE_S = 30.0
+
+
+def _teardown_lock() -> int | None:
+    try:
+        TEARDOWN_LOCK.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(TEARDOWN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+
+
+def wait_for_earlier_teardowns(patience_s: float = TEARDOWN_PATIENCE_S) -> None:
+    """Until the probes an earlier fntax left to a helper are detached (at most
+    patience_s): while they detach, the kernel's tracepoint and uprobe locks
+    are busy with them, which would slow this attach and the workload's own
+    execs and mmaps that this capture measures."""
+    lock = _teardown_lock()
+    if lock is None:
+        return
+    try:
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+    finally:
+        os.close(lock)  # releases it too
+
+
+def _keep_only_probe_files(keep: set[int], close_probes: bool = False) -> None:
     """Close every descriptor but `keep` and the kernel objects probes are made
-    of (BPF programs, maps and links, perf events: anonymous inodes). A
-    listening socket or an open file must not outlive the process that
-    opened it: the agent restarted at once needs its port again."""
+    of (BPF programs, maps and links, perf events: anonymous inodes; those
+    too with close_probes). A listening socket or an open file must not
+    outlive the process that opened it: the agent restarted at once needs
+    its port again."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd in keep:
@@ -270,7 +322,7 @@ def _keep_only_probe_files(keep: set[int]) -> None:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue  # the directory listing's own descriptor, closed since
-        if not target.startswith("anon_inode:"):
+        if close_probes or not target.startswith("anon_inode:"):
             os.close(fd)
 
 

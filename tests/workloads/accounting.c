@@ -11,7 +11,10 @@
  *
  * At the very end each writes JSON to OUT: getrusage(RUSAGE_SELF) counters
  * and /proc/self/schedstat (on-CPU ns, run-queue wait ns), the kernel's own
- * figures, independent of fntax, counted from the start of main.
+ * figures, independent of fntax, counted from the start of main; and the
+ * schedstat figures since the process was forked (its thread's whole life,
+ * exec and start-up included: what fntax counts for a process forked by a
+ * tracked one).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -93,10 +96,11 @@ static void report(const char *path, const char *extra)
     if (!out)
         exit(3);
     fprintf(out, "{\"pid\": %d, \"minflt\": %ld, \"majflt\": %ld, \"nvcsw\": %ld, \"nivcsw\": %ld, "
-                 "\"oncpu_ns\": %llu, \"runqueue_ns\": %llu%s}\n",
+                 "\"oncpu_ns\": %llu, \"runqueue_ns\": %llu, "
+                 "\"oncpu_since_fork_ns\": %llu, \"runqueue_since_fork_ns\": %llu%s}\n",
             getpid(), o.ru.ru_minflt - at_start.ru.ru_minflt, o.ru.ru_majflt - at_start.ru.ru_majflt,
             o.ru.ru_nvcsw - at_start.ru.ru_nvcsw, o.ru.ru_nivcsw - at_start.ru.ru_nivcsw,
-            o.exec_ns - at_start.exec_ns, o.wait_ns - at_start.wait_ns, extra);
+            o.exec_ns - at_start.exec_ns, o.wait_ns - at_start.wait_ns, o.exec_ns, o.wait_ns, extra);
     fclose(out);
 }
 
