@@ -13,7 +13,9 @@ static __always_inline struct fntax_cpu *fntax_fault_slot(void)
     return (cpu && cpu->workload) ? cpu : 0;
 }
 
-TRACEPOINT_PROBE(exceptions, page_fault_user)
+/* Raw tracepoints, for the reason given at sched_process_exec (sched.bpf.c);
+ * no argument is read. */
+RAW_TRACEPOINT_PROBE(page_fault_user)
 {
     struct fntax_cpu *cpu = fntax_fault_slot();
     if (cpu) {
@@ -25,7 +27,7 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
     return 0;
 }
 
-TRACEPOINT_PROBE(exceptions, page_fault_kernel)
+RAW_TRACEPOINT_PROBE(page_fault_kernel)
 {
     struct fntax_cpu *cpu = fntax_fault_slot();
     if (cpu)

@@ -11,7 +11,12 @@ static __always_inline struct fntax_cpu *fntax_irq_slot(void)
     return cpu_state.lookup(&zero);
 }
 
-TRACEPOINT_PROBE(irq, irq_handler_entry)
+/* Raw tracepoints (no argument is read): a softirq runs with interrupts on,
+ * and a perf-event tracepoint program running there held the kernel's
+ * per-CPU "a BPF program runs" flag, so the wake-ups of an interrupt that
+ * came in meanwhile were skipped for every fntax program (recursion misses;
+ * see sched_process_exec in sched.bpf.c). */
+RAW_TRACEPOINT_PROBE(irq_handler_entry)
 {
     struct fntax_cpu *cpu = fntax_irq_slot();
     if (cpu)
@@ -19,7 +24,7 @@ TRACEPOINT_PROBE(irq, irq_handler_entry)
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, irq_handler_exit)
+RAW_TRACEPOINT_PROBE(irq_handler_exit)
 {
     struct fntax_cpu *cpu = fntax_irq_slot();
     if (cpu && cpu->hardirq_enter_ns) {
@@ -30,7 +35,7 @@ TRACEPOINT_PROBE(irq, irq_handler_exit)
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, softirq_entry)
+RAW_TRACEPOINT_PROBE(softirq_entry)
 {
     struct fntax_cpu *cpu = fntax_irq_slot();
     if (cpu)
@@ -38,7 +43,7 @@ TRACEPOINT_PROBE(irq, softirq_entry)
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, softirq_exit)
+RAW_TRACEPOINT_PROBE(softirq_exit)
 {
     struct fntax_cpu *cpu = fntax_irq_slot();
     if (cpu && cpu->softirq_enter_ns) {

@@ -206,7 +206,14 @@ static __always_inline void fntax_timeline_start(u32 workload, u64 now)
 }
 #endif
 
-TRACEPOINT_PROBE(sched, sched_process_exec)
+/* exec and exit run in process context with interrupts on, and fold: as
+ * perf-event tracepoint programs they held the kernel's per-CPU "a BPF
+ * program runs" flag long enough for an interrupt's wake-ups and softirqs to
+ * find it set, and the kernel skipped our programs there (recursion misses:
+ * a lost wake-up is a lost run-queue wait). Raw tracepoint programs are only
+ * kept from recursing into themselves. Their arguments are not read: the
+ * task is the current one. */
+RAW_TRACEPOINT_PROBE(sched_process_exec)
 {
     /* Refresh the process name: the fold creates procs entries with the comm
      * of the moment, which before exec is the parent's. */
@@ -219,13 +226,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (env) {
         struct fntax_event ev = {.type = FNTAX_EV_EXEC, .pid = tgid, .has_env = 1, .ts_ns = now};
         bpf_probe_read_kernel_str(ev.env_value, sizeof(ev.env_value), env->value);
-        events.perf_submit(args, &ev, sizeof(ev));
+        events.perf_submit(ctx, &ev, sizeof(ev));
         exec_env.delete(&tid);
     } else {
-        fntax_emit(args, FNTAX_EV_EXEC, tgid, 0);
+        fntax_emit(ctx, FNTAX_EV_EXEC, tgid, 0);
     }
 #else
-    fntax_emit(args, FNTAX_EV_EXEC, tgid, 0);
+    fntax_emit(ctx, FNTAX_EV_EXEC, tgid, 0);
 #endif
     struct fntax_task *t = tasks.lookup(&tid);
     if (t && t->arm_workload) {
@@ -259,7 +266,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exit)
+RAW_TRACEPOINT_PROBE(sched_process_exit)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
