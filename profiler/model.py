@@ -196,6 +196,9 @@ class KernelSnapshot:
     # Mean run time of each probe program (kernel BPF statistics), if enabled.
     probe_mean_ns: Mapping[str, float] = field(default_factory=dict)
     timelines: Mapping[int, Timeline] = field(default_factory=dict)  # by workload id
+    # Runs of each probe the kernel skipped (recursion_misses: another
+    # tracing program ran on that CPU), since the probes loaded.
+    probe_misses: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ class Capture:
     stop_signal: int | None = None  # SIGINT/SIGTERM that ended the capture early
     timeline: Timeline | None = None
     cpu_share: float | None = None  # the CPU quota it ran under, in CPUs
+    probe_misses: Mapping[str, int] = field(default_factory=dict)  # during this run, by probe
 
     @property
     def interrupted(self) -> bool:

@@ -67,6 +67,7 @@ class _Watch:
     # Processes armed while already running: their figures when armed.
     armed: dict[int, ProcessSample | None]
     failures_at_arm: Mapping[str, int]
+    misses_at_arm: Mapping[str, int]
     seen: dict[int, ProcessSample] = field(default_factory=dict)  # latest sample by tgid
 
     def observe(self, snapshot: KernelSnapshot) -> None:
@@ -124,7 +125,7 @@ class CaptureDesk:
             # Gate child (at_exec): asleep on the gate, so its figures are
             # settled; what it did since fork is not the function's.
             self._watches[workload] = _Watch(workload, {tgid: known.get(tgid) for tgid in tgids},
-                                             dict(before.map_update_failures))
+                                             dict(before.map_update_failures), dict(before.probe_misses))
             self._probes.track(pid, workload, tree=tree, at_exec=at_exec)
         return workload
 
@@ -142,9 +143,12 @@ class CaptureDesk:
         processes = tuple(p for watch in watches for p in watch.processes())
         failures = {name: count - min(w.failures_at_arm.get(name, 0) for w in watches)
                     for name, count in now.map_update_failures.items()} if watches else {}
+        misses = {probe: count - min(w.misses_at_arm.get(probe, 0) for w in watches)
+                  for probe, count in now.probe_misses.items()} if watches else {}
         return KernelSnapshot(processes=processes, map_update_failures=failures, taken_at_ns=now.taken_at_ns,
                               probe_mean_ns=now.probe_mean_ns,
-                              timelines={w: now.timelines[w] for w in workloads if w in now.timelines})
+                              timelines={w: now.timelines[w] for w in workloads if w in now.timelines},
+                              probe_misses=misses)
 
     def tids(self, workload: int) -> set[int]:
         with self._maps:

@@ -55,6 +55,16 @@ def _fdinfo_stats(fd: int) -> ProgramStats:
     return ProgramStats(runs=int(info.get("run_cnt", 0)), run_ns=int(info.get("run_time_ns", 0)))
 
 
+def program_misses(bpf: Any) -> dict[str, int]:
+    """Runs of each loaded program the kernel skipped (fdinfo recursion_misses), by probe label."""
+    misses: dict[str, int] = {}
+    for name, func in bpf.funcs.items():
+        info = procfs.DEFAULT.fdinfo(int(func.fd)) or {}
+        misses[probe_label(name.decode() if isinstance(name, bytes) else str(name))] = \
+            int(info.get("recursion_misses", 0))
+    return misses
+
+
 def program_stats(bpf: Any) -> dict[str, ProgramStats]:
     """Run count and run time of each loaded program, by probe label."""
     stats: dict[str, ProgramStats] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -165,7 +166,7 @@ class KernelProbes:
 
     # -- reading -------------------------------------------------------------
     def snapshot(self) -> KernelSnapshot:
-        return self.reader.snapshot(self.probe_mean_ns())
+        return replace(self.reader.snapshot(self.probe_mean_ns()), probe_misses=probe_cost.program_misses(self._bpf))
 
     def set_run_time_stats(self, on: bool) -> None:
         """Turn the kernel's BPF run-time statistics on or off (they cost every probe run)."""

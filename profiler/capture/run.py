@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, ContextManager, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import psutil
 
@@ -181,6 +181,7 @@ def _capture_command(probes: CaptureProbes, target: Target, stop: _StopRequest,
         throttled_before = cgroup.throttled_ns() if cgroup is not None else 0
         # Counting starts at the child's exec: the gate's own work is not the function's.
         probes.track(child.pid, workload, at_exec=True)
+        misses_before = probes.snapshot().probe_misses
     except BaseException:
         child.abandon()
         raise
@@ -199,7 +200,7 @@ def _capture_command(probes: CaptureProbes, target: Target, stop: _StopRequest,
     return _assemble(target.command, child.pid, exit_code, wall_ns, snapshot,
                      stop_signal=stop.signum, workload=workload, throttled_ns=throttled,
                      timeline=timeline if timeline is not None and timeline.start_ns else None,
-                     cpu_share=cpu_share)
+                     cpu_share=cpu_share, misses_before=misses_before)
 
 
 def _settled_snapshot(probes: CaptureProbes, workload: int, patience_s: float = 0.2) -> KernelSnapshot:
@@ -355,6 +356,7 @@ def _capture_pid(probes: CaptureProbes, target: Target, stop: _StopRequest,
     except psutil.Error as err:
         raise InputError(f"no process with pid {target.pid}") from err
     probes.track(target.pid, WORKLOAD_ID, tree=True)
+    misses_before = probes.snapshot().probe_misses
     duration = target.duration_seconds
     say(f"attached to pid {target.pid}" + (f" for {duration:g} s" if duration else " until it exits or Ctrl-C"))
     started = time.monotonic_ns()
@@ -367,7 +369,7 @@ def _capture_pid(probes: CaptureProbes, target: Target, stop: _StopRequest,
     wall_ns = time.monotonic_ns() - started
     snapshot = probes.snapshot()
     return _assemble(command, target.pid, None, wall_ns, snapshot,
-                     stop_signal=stop.signum)
+                     stop_signal=stop.signum, misses_before=misses_before)
 
 
 def _ticks(seconds: float) -> Iterator[None]:
@@ -379,11 +381,14 @@ def _ticks(seconds: float) -> Iterator[None]:
 def _assemble(command: Sequence[str], pid: int, exit_code: int | None, wall_ns: int,
               snapshot: KernelSnapshot, stop_signal: int | None,
               workload: int = WORKLOAD_ID, throttled_ns: int = 0, timeline: Timeline | None = None,
-              cpu_share: float | None = None) -> Capture:
+              cpu_share: float | None = None, misses_before: Mapping[str, int] | None = None) -> Capture:
     mine = tuple(p for p in snapshot.processes if p.workload == workload)
+    before = misses_before or {}
+    misses = {probe: count - before.get(probe, 0) for probe, count in snapshot.probe_misses.items()
+              if count > before.get(probe, 0)}
     return Capture(command=tuple(command), pid=pid, exit_code=exit_code, host=host_info(),
                    workload=summarise(mine, wall_ns), per_process=mine,
                    map_update_failures=dict(snapshot.map_update_failures),
                    probe_mean_ns=dict(snapshot.probe_mean_ns),
                    throttled_ns=throttled_ns,
-                   stop_signal=stop_signal, timeline=timeline, cpu_share=cpu_share)
+                   stop_signal=stop_signal, timeline=timeline, cpu_share=cpu_share, probe_misses=misses)

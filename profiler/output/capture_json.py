@@ -114,6 +114,7 @@ def to_json(result: ProfileResult) -> dict[str, Any]:
                                      workload.decompression_by_library, workload.kvm)},
         "per_process": [_process_json(p) for p in result.per_process],
         "map_update_failures": dict(result.map_update_failures),
+        "probe_runs_skipped": dict(result.probe_misses),
     }
     if result.tax is None:
         return data
@@ -333,6 +334,7 @@ def from_json(data: Mapping[str, Any], source: str) -> ProfileResult:
                       cpu_model=r.text(host, ("cpu_model",), "host")),
         workload=workload, per_process=tuple(per_process),
         map_update_failures={k: int(v) for k, v in r.floats(data, ("map_update_failures",), "").items()},
+        probe_misses={k: int(v) for k, v in r.floats(data, ("probe_runs_skipped",), "").items()},
         invocations=max(1, r.count(data, ("invocations",)) or 1), warmup=r.count(data, ("warmup",)))
     if "tax" not in data or data["tax"] is None:
         return result

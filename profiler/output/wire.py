@@ -80,6 +80,7 @@ def snapshot_to_wire(snapshot: KernelSnapshot) -> dict[str, Any]:
         "probe_mean_ns": dict(snapshot.probe_mean_ns),
         "timelines": {str(w): [t.start_ns, t.end_ns, t.busy_ns, t.waiting_ns, t.blocked_ns, t.lock_misses]
                       for w, t in snapshot.timelines.items()},
+        "probe_misses": dict(snapshot.probe_misses),
     }
 
 
@@ -101,7 +102,8 @@ def snapshot_from_wire(raw: Mapping[str, Any]) -> KernelSnapshot:
             map_update_failures={str(k): int(v) for k, v in raw["map_update_failures"].items()},
             taken_at_ns=int(raw["taken_at_ns"]),
             probe_mean_ns={str(k): float(v) for k, v in raw["probe_mean_ns"].items()},
-            timelines={int(w): Timeline(*(int(x) for x in t)) for w, t in raw["timelines"].items()})
+            timelines={int(w): Timeline(*(int(x) for x in t)) for w, t in raw["timelines"].items()},
+            probe_misses={str(k): int(v) for k, v in raw["probe_misses"].items()})
     except WireError:
         raise
     except (KeyError, TypeError, ValueError) as err:

@@ -184,4 +184,6 @@ def to_result(analysis: Analysis, cpu_share: float | None = None) -> ProfileResu
         host=first.host, workload=workload, per_process=first.per_process if len(measured) == 1 else processes,
         map_update_failures=dict(last.map_update_failures), invocations=len(measured),
         warmup=len(analysis.warmup), tax=tax, baseline=baseline, cost=analysis.cost, prices=analysis.prices.name,
-        runs=runs, percentiles=percentile_rows, cpu_share=cpu_share)
+        runs=runs, percentiles=percentile_rows, cpu_share=cpu_share,
+        probe_misses={probe: sum(r.capture.probe_misses.get(probe, 0) for r in measured)
+                      for probe in sorted({p for r in measured for p in r.capture.probe_misses})})

@@ -110,6 +110,9 @@ class ProfileResult:
     runs: tuple[RunRow, ...] = ()
     percentiles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     cpu_share: float | None = None
+    # Probe runs the kernel skipped during the measured runs (another tracing
+    # program ran on that CPU then): a skipped wake-up loses a run-queue wait.
+    probe_misses: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def duration_seconds(self) -> float:

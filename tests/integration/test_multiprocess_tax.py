@@ -43,6 +43,11 @@ def _proc(capture: dict[str, Any], pid: int) -> dict[str, Any]:
     return found
 
 
+def _wakeups_skipped(capture: dict[str, Any]) -> int:
+    skipped: dict[str, int] = capture["probe_runs_skipped"]
+    return sum(n for probe, n in skipped.items() if probe.startswith("sched:sched_wakeup"))
+
+
 def _wall_parts_add_up(capture: dict[str, Any]) -> None:
     tax, wall = capture["tax"], capture["tax"]["wall"]
     assert wall["measured"]
@@ -84,8 +89,14 @@ def test_parallel_spinners_without_a_quota(run_profile: Profile, accounting: str
         # fork (its exec and start-up included) to its report, a moment
         # before it exits.
         assert proc["oncpu_seconds"] == pytest.approx(mine["oncpu_since_fork_ns"] / 1e9, rel=0.02)
-        assert proc["runqueue_wait_seconds"] == pytest.approx(mine["runqueue_since_fork_ns"] / 1e9, rel=0.05,
-                                                              abs=0.002)
+        waited = mine["runqueue_since_fork_ns"] / 1e9
+        if _wakeups_skipped(capture):
+            # The kernel skipped some wake-up probe runs (another tracing
+            # program held the CPU's BPF flag), and says so in the capture:
+            # the wait after a skipped wake-up is not seen, never invented.
+            assert proc["runqueue_wait_seconds"] <= waited * 1.05 + 0.002
+        else:
+            assert proc["runqueue_wait_seconds"] == pytest.approx(waited, rel=0.05, abs=0.002)
     wall = capture["tax"]["wall"]
     # From the spinners' own clocks: the run lasts at least the longest one's
     # CPU time, and at most all of their running and waiting end to end
