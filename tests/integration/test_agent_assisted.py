@@ -67,7 +67,8 @@ def _paths(data: Any, prefix: str = "") -> set[str]:
     for key, value in data.items():
         name = "*" if prefix.endswith(("by_name", "probes", "decompression", "by_reason", "by_port")) else key
         found.add(f"{prefix}/{name}")
-        found |= _paths(value, f"{prefix}/{name}")
+        if key != "probe_runs_skipped":  # which probes the kernel skipped, if any, is the run's own
+            found |= _paths(value, f"{prefix}/{name}")
     return found
 
 
