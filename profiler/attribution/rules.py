@@ -18,7 +18,7 @@ agent can count them (fntax_invocations_total); without it there is no series:
 
       - env: FN_NAME
         invocations: process    # each process started into the function from outside it
-      - cmdline: 'node .*runtime.js (?P<function>\w+)'
+      - cmdline: 'node .*runtime.js (?P<function>\\w+)'
         invocations: child      # each child of such a process (a runtime's per-event worker)
 
 Children inherit their parent's function (the agent decides at fork/exec).

@@ -48,12 +48,23 @@ def _wakeups_skipped(capture: dict[str, Any]) -> int:
     return sum(n for probe, n in skipped.items() if probe.startswith("sched:sched_wakeup"))
 
 
+def _figures(capture: dict[str, Any]) -> str:
+    """What a failed comparison needs to be understood (CI shows only the assertion)."""
+    tax = capture["tax"]
+    processes = [(p["pid"], p["comm"], p["exited"], round(p["oncpu_seconds"], 6), p["syscalls"]["count"])
+                 for p in capture["per_process"]]
+    return (f"processes={processes} oncpu={capture['workload']['oncpu_seconds']:.6f}"
+            f" own={tax['own_work_seconds']:.6f} observer={tax['observer_seconds']:.6f}"
+            f" by_category={tax['by_category']} wall={tax['wall']}"
+            f" skipped={capture['probe_runs_skipped']} failures={capture['map_update_failures']}")
+
+
 def _wall_parts_add_up(capture: dict[str, Any]) -> None:
     tax, wall = capture["tax"], capture["tax"]["wall"]
     assert wall["measured"]
     parts = (wall["own_work_seconds"] + sum(tax["wall_by_category"].values()) + wall["observer_seconds"]
              + wall["waiting_share_seconds"] + wall["blocked_seconds"])
-    assert parts == pytest.approx(wall["wall_seconds"], rel=1e-6, abs=1e-9)
+    assert parts == pytest.approx(wall["wall_seconds"], rel=1e-6, abs=1e-9), _figures(capture)
     assert wall["wall_seconds"] == pytest.approx(capture["workload"]["wall_seconds"], rel=1e-9)
     assert 0.0 <= tax["ratio"] <= 1.0
     assert 0.0 <= tax["cpu_ratio"] <= 1.0
@@ -66,9 +77,10 @@ def test_one_process_wall_view_is_its_cpu_view(run_profile: Profile) -> None:
     _wall_parts_add_up(capture)
     wall, tax = capture["tax"]["wall"], capture["tax"]
     # One thread: busy exactly while it is on a CPU, waiting exactly while it waits.
-    assert wall["busy_seconds"] == pytest.approx(capture["workload"]["oncpu_seconds"], rel=1e-3)
+    assert wall["busy_seconds"] == pytest.approx(capture["workload"]["oncpu_seconds"], rel=1e-3), \
+        _figures(capture)
     assert wall["waiting_cpu_seconds"] == pytest.approx(capture["workload"]["runqueue_wait_seconds"],
-                                                        rel=1e-3, abs=1e-6)
+                                                        rel=1e-3, abs=1e-6), _figures(capture)
     assert tax["seconds"] == pytest.approx(tax["cpu_seconds"], rel=1e-3, abs=1e-6)
     # Compute only: the bare-metal model is never slower than the run.
     assert capture["baseline"]["seconds"] <= capture["workload"]["wall_seconds"]

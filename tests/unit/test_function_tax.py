@@ -34,6 +34,21 @@ def test_same_tax_as_a_capture_with_the_observer_taken_out() -> None:
     assert taxed.tax_dollars == pytest.approx(capture.seconds * 256 / 1024 * 0.0000166667)
 
 
+@pytest.mark.parametrize("mean_ns", [150.0, 1_500.0, 15_000.0])
+def test_the_parts_never_pass_the_cpu_time_however_high_the_probe_means(mean_ns: float) -> None:
+    """A loop of cheap syscalls: the probes' measured means times their runs can
+    exceed the CPU time they ran in. The syscall figure, then the observer,
+    give way: the parts add up to the CPU time, none of them negative."""
+    spinner = Counters(syscalls=1_400_000, syscall_ns=500_000_000, oncpu_ns=600_000_000)
+    tax = compute_tax(WorkloadSummary(0.0, 1, spinner, {}, {}), COSTS,
+                      {"sys_enter": mean_ns, "sys_exit": mean_ns})
+    parts = tax.own_work_seconds + tax.observer_seconds + sum(
+        tax.by_category[c] for c in CATEGORIES if c != "runqueue_wait")
+    assert parts == pytest.approx(0.6, rel=1e-9)
+    assert min(tax.own_work_seconds, tax.observer_seconds, *tax.by_category.values()) >= 0.0
+    assert tax.observer_seconds == pytest.approx(min(0.6, tax.observer_seconds), rel=1e-9)
+
+
 def test_totals_never_decrease() -> None:
     ledger = TaxLedger(COSTS, 0.0000166667, 128)
     first = ledger.update([_view("fn", BUSY)], MEANS)[0]
