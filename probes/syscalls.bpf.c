@@ -29,7 +29,13 @@ struct fntax_env_scratch {
     char entry[sizeof(FNTAX_ENV_NAME) + FNTAX_ENV_VALUE];
 };
 BPF_PERCPU_ARRAY(env_scratch, struct fntax_env_scratch, 1);
-BPF_HASH(exec_env, u32, struct fntax_env_scratch, 1024);
+/* By tid, from execve's entry to the exec it ends in. An execve that fails
+ * leaves its entry behind: the tid's next execve drops it before it scans
+ * (else a later exec under a reused tid whose environment lacks the
+ * variable took the dead one's value), a tracked task's failed execve drops
+ * it at exit, and the LRU keeps the rest (a tid that never execs again)
+ * from filling the map, which would lose every exec's value after it. */
+BPF_TABLE("lru_hash", u32, struct fntax_env_scratch, exec_env, 1024);
 
 /* Syscall numbers and argument registers differ by architecture: the loader
  * passes profiler.bpf.arch.probe_cflags(). Until it does, x86_64's. */
@@ -105,8 +111,10 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     u32 tid = (u32)bpf_get_current_pid_tgid();
 #if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
     long id = (long)ctx->args[1];
-    if (id == FNTAX_NR_EXECVE || id == FNTAX_NR_EXECVEAT)
+    if (id == FNTAX_NR_EXECVE || id == FNTAX_NR_EXECVEAT) {
+        exec_env.delete(&tid);
         fntax_scan_env(ctx, id, tid);
+    }
 #endif
     struct fntax_cpu *cpu = fntax_cpu_current(tid);
     if (!cpu || !cpu->workload)
@@ -137,6 +145,11 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 #if FNTAX_KVM
     if (nr == FNTAX_NR_IOCTL)
         fntax_kvm_ioctl_exit(cpu, tid, now);
+#endif
+#if FNTAX_EVENTS && defined(FNTAX_ENV_NAME)
+    /* A successful exec consumed its entry already (sched_process_exec). */
+    if (nr == FNTAX_NR_EXECVE || nr == FNTAX_NR_EXECVEAT)
+        exec_env.delete(&tid);
 #endif
 
     if (nr >= FNTAX_SYSCALL_SLOTS)

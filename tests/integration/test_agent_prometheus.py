@@ -171,6 +171,25 @@ def test_millisecond_processes_named_at_their_own_exec(stack: dict[str, Any], tm
     assert _value(stack, query, 10_000) == 10_000
 
 
+def test_a_failed_execve_leaves_no_name_for_the_next(stack: dict[str, Any], tmp_path: Path) -> None:
+    """An execve that fails after its envp was read (named fn-ghost) must not
+    name the same thread's next exec, whose environment has no name at all:
+    that one is named by the command-line rule, from /proc."""
+    named = tmp_path / "handler_fnafter"
+    shutil.copy(stack["binary"], named)
+    # perl makes no getppid call of its own (python makes dozens at start,
+    # and what a process does before an exec that renames it goes with the
+    # new name from the last fold on). Its target goes by environment: its
+    # own command line must match no rule.
+    script = ('{ local %ENV = (AWS_LAMBDA_FUNCTION_NAME => "fn-ghost"); exec "/nonexistent/fntax-ghost"; }'
+              ' my $target = $ENV{FNTAX_TEST_TARGET}; %ENV = (PATH => "/usr/bin:/bin"); exec $target, @ARGV;')
+    subprocess.run(["perl", "-e", script, str(tmp_path / "o.json"), "syscalls", "25000"],
+                   env={**os.environ, "FNTAX_TEST_TARGET": str(named)}, check=True, timeout=60)
+    query = 'fntax_syscalls_by_name_total{{function="{}",syscall="getppid"}}'
+    assert _value(stack, query.format("fnafter"), 25_000) == 25_000
+    assert not _query(stack, query.format("fn-ghost"))
+
+
 def _schedstat_ns(pid: int) -> int:
     """Time on a CPU of every thread of a process, the kernel's own account (/proc/PID/task/*/schedstat)."""
     total = 0

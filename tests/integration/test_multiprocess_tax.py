@@ -101,7 +101,8 @@ def test_parallel_spinners_without_a_quota(run_profile: Profile, accounting: str
         # same span as fntax's: the shell forked it into the workload, so from
         # fork (its exec and start-up included) to its report, a moment
         # before it exits.
-        assert proc["oncpu_seconds"] == pytest.approx(mine["oncpu_since_fork_ns"] / 1e9, rel=0.02)
+        assert proc["oncpu_seconds"] == pytest.approx(mine["oncpu_since_fork_ns"] / 1e9, rel=0.02), \
+            (mine, _figures(capture))
         waited = mine["runqueue_since_fork_ns"] / 1e9
         # Never more wait than the scheduler counted (a wake-up probe the
         # kernel skipped, which the capture reports, loses wait, never adds).
