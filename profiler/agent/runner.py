@@ -263,7 +263,7 @@ class Agent:
         # the last poll is named by them. Its events were written before it
         # could show in the maps, so polling after the read catches them all.
         with self._maps:
-            snapshot = self.probes.snapshot()
+            snapshot = self.probes.snapshot(with_misses=False)  # the desk reads them when a capture asks
             self.probes.poll_events(0)
             if self._desk is not None:
                 self._desk.observe(snapshot)  # before exited processes leave the maps

@@ -165,8 +165,12 @@ class KernelProbes:
         gen[gen.Key(0)] = gen.Leaf(gen[gen.Key(0)].value + 1)
 
     # -- reading -------------------------------------------------------------
-    def snapshot(self) -> KernelSnapshot:
-        return replace(self.reader.snapshot(self.probe_mean_ns()), probe_misses=probe_cost.program_misses(self._bpf))
+    def snapshot(self, with_misses: bool = True) -> KernelSnapshot:
+        """Every map read now; with_misses, each program's skipped runs too
+        (one fdinfo read per program: the agent's fold, which never reads
+        them, leaves them out)."""
+        snapshot = self.reader.snapshot(self.probe_mean_ns())
+        return replace(snapshot, probe_misses=probe_cost.program_misses(self._bpf)) if with_misses else snapshot
 
     def set_run_time_stats(self, on: bool) -> None:
         """Turn the kernel's BPF run-time statistics on or off (they cost every probe run)."""

@@ -25,7 +25,7 @@ import pytest
 from conftest import WORKLOADS, free_port  # type: ignore[import-not-found]
 from dashboards_helpers import (  # type: ignore[import-not-found]
     Paced, compile_accounting, exposition_names, have_kvm, query, rule_files_yaml, start_agent, start_prometheus,
-    start_vm, stop, wait_http,
+    start_vm, stop, wait_http, wait_query,
 )
 
 pytestmark = pytest.mark.bpf
@@ -158,7 +158,11 @@ def test_panels_show_the_workloads(stack: dict[str, Any]) -> None:
     # run made exactly SYSCALLS_PER_RUN getppid calls (the workload's own loop).
     done = len(outputs["fn-syscalls"])
     assert done >= 5
-    (row,) = query(prom, 'sum(fntax_syscalls_by_name_total{function="fn-syscalls",syscall="getppid"})')
+    # Counters only grow: wait for the figure the workload made (a loaded
+    # machine can hold the last fold or scrape back), at most a minute.
+    made = done * SYSCALLS_PER_RUN
+    (row,) = wait_query(prom, 'sum(fntax_syscalls_by_name_total{function="fn-syscalls",syscall="getppid"})',
+                        lambda r: bool(r) and float(r[0]["value"][1]) >= made, seconds=60) or [{"value": [0, "0"]}]
     counted = float(row["value"][1])
     if counted != done * SYSCALLS_PER_RUN:
         # Seen with the agent of this session: one ~5 ms process in some 40-60
