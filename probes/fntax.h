@@ -550,6 +550,44 @@ static __always_inline void fntax_kvm_park(struct fntax_cpu *cpu, u32 tgid, u64 
 
 /* Fold the slot's delta into procs[tgid]; must run in the owner's context
  * (tgid comes from the current task). */
+/* Drop what a slot's previous owner left unfolded. Counts are taken only
+ * while a tracked task owns the slot and are folded at its switch-out, so
+ * some are left over only when that switch-out did not run through
+ * sched_switch: the probes attached while the task ran (system-wide, every
+ * syscall between the syscall programs' attach and sched_switch's was
+ * counted), or a run the kernel skipped. They cannot be told from the next
+ * owner's; worse, a per-CPU syscall slot left non-zero is never listed as
+ * dirty again, so its number's calls were lost for every later task on that
+ * CPU (a capture through the agent lost its loader's calls by name). */
+static __always_inline void fntax_drop_pending(struct fntax_cpu *cpu)
+{
+    if (cpu->overflow) {
+#pragma clang loop unroll(disable)
+        for (u32 nr = 0; nr < FNTAX_SYSCALL_SLOTS; nr++) {
+            struct fntax_sys_val *v = cpu_syscalls.lookup(&nr);
+            if (v) {
+                v->count = 0;
+                v->ns = 0;
+            }
+        }
+    } else {
+#pragma clang loop unroll(disable)
+        for (u32 i = 0; i < FNTAX_DIRTY_SLOTS; i++) {
+            if (i >= cpu->ndirty)
+                break;
+            u32 nr = cpu->dirty[i];
+            struct fntax_sys_val *v = cpu_syscalls.lookup(&nr);
+            if (v) {
+                v->count = 0;
+                v->ns = 0;
+            }
+        }
+    }
+    cpu->ndirty = 0;
+    cpu->overflow = 0;
+    __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
+}
+
 static __always_inline void fntax_fold(struct fntax_cpu *cpu, u32 tgid)
 {
     if (!cpu->workload)

@@ -122,13 +122,14 @@ TRACEPOINT_PROBE(sched, sched_switch)
     }
 #endif
 
-    /* Switch-in of next: the slot becomes next's. */
+    /* Switch-in of next: the slot becomes next's, with nothing pending
+     * (the switch-out above folded it; anything left is dropped). */
+    if (cpu->ndirty || cpu->overflow)
+        fntax_drop_pending(cpu);
     cpu->tid = next;
     cpu->workload = 0;
     cpu->sys_nr = FNTAX_NO_SYSCALL;
     cpu->oncpu_since_ns = now;
-    cpu->ndirty = 0;
-    cpu->overflow = 0;
     cpu->in_decoder = 0;
     u32 *gen = track_gen.lookup(&zero);
     cpu->track_gen = gen ? *gen : 0;
@@ -246,11 +247,9 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
         if (slot) {
             slot->tid = tid;
             slot->workload = t->workload;
+            fntax_drop_pending(slot);
             slot->sys_nr = FNTAX_NO_SYSCALL;
             slot->oncpu_since_ns = now;
-            slot->ndirty = 0;
-            slot->overflow = 0;
-            __builtin_memset(&slot->delta, 0, sizeof(slot->delta));
         }
 #if FNTAX_TIMELINE
         fntax_timeline_start(t->workload, now);

@@ -92,9 +92,13 @@ class CaptureDesk:
     the desk reads them from its connections' threads."""
 
     def __init__(self, probes: KernelProbes, maps: threading.RLock,
-                 families: tuple[str, ...], decompressors: tuple[str, ...]) -> None:
+                 families: tuple[str, ...], decompressors: tuple[str, ...],
+                 fold: Callable[[], None] = lambda: None) -> None:
         self._probes = probes
         self._maps = maps
+        # The agent's fold: its ledger takes what exited processes left in
+        # the maps, and their entries go.
+        self._fold = fold
         self._watches: dict[int, _Watch] = {}
         self._next = FIRST_WORKLOAD
         self.families = families
@@ -121,7 +125,14 @@ class CaptureDesk:
         with self._maps:
             workload = self._new_id()
             before = self._probes.snapshot()
-            known = {sample.pid: sample for sample in before.processes}
+            if any(sample.exited for sample in before.processes if sample.pid in tgids):
+                # A pid to arm is alive, so an entry marked exited under it is
+                # a dead process's that the agent has not folded yet (the pid
+                # was reused at once). Taken as the armed process's, it was
+                # its "last sample": the capture came back empty. Fold first.
+                self._fold()
+                before = self._probes.snapshot()
+            known = {sample.pid: sample for sample in before.processes if not sample.exited}
             # Gate child (at_exec): asleep on the gate, so its figures are
             # settled; what it did since fork is not the function's.
             self._watches[workload] = _Watch(workload, {tgid: known.get(tgid) for tgid in tgids},

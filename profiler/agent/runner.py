@@ -196,7 +196,8 @@ class Agent:
             self.refresh()
             if desk is not None:
                 self._desk = CaptureDesk(probes, self._maps, effective_families(options),
-                                         options.extra_decompressors)
+                                         options.extra_decompressors,
+                                         fold=lambda: self.refresh(hear_events=False))
                 desk.desk = self._desk
                 # Only now (after the capability drop: threads keep the set
                 # they start with); a client that came earlier waits in the
@@ -255,8 +256,12 @@ class Agent:
             # Not in refresh(): a fold forced by a reused pid must stay cheap.
             self._build_ahead()
 
-    def refresh(self) -> None:
-        """Fold a map snapshot into the totals and publish a fresh view."""
+    def refresh(self, hear_events: bool = True) -> None:
+        """Fold a map snapshot into the totals and publish a fresh view.
+
+        hear_events=False: from another thread than the loop's (the capture
+        desk), which must not poll the event buffers the loop polls; a
+        process whose events are still unheard is then decided from /proc."""
         assert self.probes is not None
         # Every fork/exec event of a process the snapshot shows must be heard
         # before the snapshot is folded: a process that came and went since
@@ -264,7 +269,8 @@ class Agent:
         # could show in the maps, so polling after the read catches them all.
         with self._maps:
             snapshot = self.probes.snapshot(with_misses=False)  # the desk reads them when a capture asks
-            self.probes.poll_events(0)
+            if hear_events:
+                self.probes.poll_events(0)
             if self._desk is not None:
                 self._desk.observe(snapshot)  # before exited processes leave the maps
             with self._state:

@@ -113,13 +113,6 @@ class Aggregator:
         self._functions: dict[str, _Function] = {}
         # Decisions taken at fork for children not yet seen in the maps.
         self._pending: dict[int, _Pending] = {}
-        # Processes retired at the last fold whose map entries stay one fold
-        # more (pid -> function, last sample): the exit is marked at the
-        # leader's exit, but the leader's own last switch-out and the other
-        # threads' exits fold after it. An entry deleted at once was created
-        # again by those folds, never marked exited: a live-looking process
-        # of the old function, which the pid's next owner then added to.
-        self._leaving: dict[int, tuple[str, ProcessSample]] = {}
 
     # -- attribution ---------------------------------------------------------
     def _decide(self, pid: int, parent: int | None, facts: ProcessFacts | None) -> Attribution:
@@ -196,8 +189,6 @@ class Aggregator:
         """A fork event for a pid the agent still knows: a new process (the pid
         was reused) unless the event is older than the known process's decision
         (a fork heard after the same process's exec: events come per CPU)."""
-        if pid in self._leaving:
-            return True
         known = self._processes.get(pid)
         return known is not None and known.event_ns <= ts_ns
 
@@ -284,25 +275,16 @@ class Aggregator:
 
     # -- figures ---------------------------------------------------------------
     def update(self, snapshot: KernelSnapshot) -> list[int]:
-        """Take a snapshot of the maps; return exited pids whose entries can go
-        (those retired at the previous update: see _leaving)."""
-        leaving, self._leaving = self._leaving, {}
+        """Take a snapshot of the maps; return exited pids whose entries can go."""
         done: list[int] = []
         for sample in snapshot.processes:
-            gone = leaving.pop(sample.pid, None)
-            if gone is not None and sample.exited:
-                self._absorb_late(*gone, sample)
-                done.append(sample.pid)
-                continue
-            # (Not exited: a new process under the pid; the old one is done.)
             proc = self._processes.get(sample.pid) or self._claim(sample.pid)
             if proc.last != sample:
                 self._functions[proc.attribution.function].cached = None
             proc.last = sample
             if sample.exited:
                 self._retire(proc)
-                self._leaving[sample.pid] = (proc.attribution.function, sample)
-        done.extend(leaving)  # no longer in the maps
+                done.append(sample.pid)
         now = self._clock()
         for pid, pending in list(self._pending.items()):
             if now - pending.decided_at > PENDING_SECONDS:
@@ -323,17 +305,6 @@ class Aggregator:
             return self._attribute(pid, None, 0)
         return self._register(pid, 0, pending.attribution, pending.depth, pending.event_ns)
 
-    def _absorb_late(self, function: str, last: ProcessSample, sample: ProcessSample) -> None:
-        """What an exited process's threads did after its exit was first read."""
-        if sample == last:
-            return
-        fn = self._functions.get(function) or self._exited_sink()  # folded since, retention 0
-        _absorb(fn, sample.counters.growth_since(last.counters),
-                calls_growth(sample.syscalls_by_name, last.syscalls_by_name),
-                calls_growth(sample.decompression_by_library, last.decompression_by_library),
-                sample.kvm.growth_since(last.kvm))
-        fn.cached = None
-
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]
         own = proc.own()
@@ -343,14 +314,10 @@ class Aggregator:
         fn.cached = None
         del self._processes[proc.pid]
 
-    def _exited_sink(self) -> _Function:
+    def _fold_into_exited(self, fn: _Function) -> None:
         sink = self._functions.get(EXITED)
         if sink is None:
             sink = self._functions[EXITED] = _Function(EXITED, WorkloadKind.PROCESS, None)
-        return sink
-
-    def _fold_into_exited(self, fn: _Function) -> None:
-        sink = self._exited_sink()
         # At least what its series showed, so the host's sum never goes down.
         exported = Counters.of_raw(tuple(map(max, fn.counters.raw, fn.exposed.raw)))
         _absorb(sink, exported, fn.syscalls, fn.decompression, fn.kvm)

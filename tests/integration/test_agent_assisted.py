@@ -83,6 +83,28 @@ def test_same_capture_either_way(capture_agent: str, accounting: str, tmp_path: 
     assert through["workload"]["syscalls"]["count"] == cold["workload"]["syscalls"]["count"]
 
 
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def test_a_gate_pid_just_freed_is_still_a_whole_capture(capture_agent: str, accounting: str, tmp_path: Path) -> None:
+    """The start gate's child takes a pid whose last owner exited a moment ago
+    (pids wrap; here ns_last_pid makes it happen at once), before the agent
+    folded that owner's entry away: the capture is still the whole workload.
+    It came back empty (the dead owner's entry, marked exited, taken as the
+    gate's last sample): 3 of 12 such captures before the fix."""
+    reused = 0
+    for _ in range(8):
+        gone = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(2000)]"])
+        gone.wait()
+        # fntax profile forks at most twice before its gate child: try to
+        # hand the gate `gone`'s pid (what it gets is checked, not assumed).
+        NS_LAST_PID.write_text(str(gone.pid - 3))
+        capture, _err = _profile(capture_agent, accounting, tmp_path)  # asserts the exact getppid count
+        reused += capture["pid"] == gone.pid
+        assert capture["workload"]["oncpu_seconds"] > 0
+    assert reused, "no gate child got a just-freed pid: the test did not test reuse"
+
+
 def test_pid_through_the_agent(capture_agent: str, tmp_path: Path) -> None:
     # A process already running: counted from the moment it is attached.
     go = tmp_path / "go"

@@ -211,10 +211,11 @@ def test_a_2ms_command_is_timed_to_the_millisecond(run_profile: Profile, account
     extra = sorted(run["duration_seconds"] - mine for run, mine in zip(runs, own))
     assert extra[0] >= 0, extra  # never shorter than the command's own clock
     # The typical run within the allowance (a run that waited for a CPU on a
-    # busy host before main() legitimately takes longer).
+    # busy host before main() legitimately takes longer). That is also what
+    # shows no polling interval in the figures: one would pad every run. (A
+    # bound on the slowest run was a guess about the host: a fresh-clone run
+    # saw one of 20 take 17.5 ms.)
     assert extra[len(extra) // 2] <= allowance, (extra, allowance)
-    # No polling interval in the figures.
-    assert capture["percentiles"]["duration_seconds"]["p99"] < 0.010
 
 
 def test_the_shell_handler(run_profile: Profile, tmp_path: Path) -> None:

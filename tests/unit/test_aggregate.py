@@ -53,9 +53,6 @@ def test_children_inherit_and_totals_stay_monotonic_across_exits() -> None:
     agg.update(_snap(_sample(100, 5), _sample(101, 7), _sample(102, 1)))
     assert _totals(agg)["resize"] == 13
     done = agg.update(_snap(_sample(100, 6), _sample(101, 9, exited=True), _sample(102, 2, exited=True)))
-    assert done == []  # their entries stay one fold more (late folds of their exits)
-    assert _totals(agg)["resize"] == 17
-    done = agg.update(_snap(_sample(100, 6), _sample(101, 9, exited=True), _sample(102, 2, exited=True)))
     assert sorted(done) == [101, 102]
     assert _totals(agg)["resize"] == 17
     # the maps dropped 101 and 102; totals do not go down
@@ -76,22 +73,6 @@ def test_idle_function_folds_into_exited_after_retention() -> None:
     clock.now = 16
     agg.update(_snap())
     assert _totals(agg) == {EXITED: 4}
-
-
-def test_what_an_exit_folds_after_it_was_read_stays_with_the_function() -> None:
-    """The exit is marked at the leader's exit; its last switch-out and the
-    other threads' exits add to the entry after that. The entry stays until
-    the next fold, which counts them and only then lets it go."""
-    FACTS.clear()
-    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
-    _proc(500, "fn")
-    agg.on_fork(500, 1, 0)
-    agg.update(_snap(_sample(500, 3)))
-    assert agg.update(_snap(_sample(500, 4, exited=True))) == []
-    assert agg.is_reuse(500, 1)  # a fork under it now: fold first
-    assert agg.update(_snap(_sample(500, 6, exited=True))) == [500]
-    assert _totals(agg) == {"fn": 6}
-    assert agg.update(_snap()) == []
 
 
 def test_reused_pid_is_a_new_process() -> None:
