@@ -463,23 +463,47 @@ static __always_inline void fntax_add_counters(struct fntax_counters *dst,
         __sync_fetch_and_add(&d[i], s[i]);
 }
 
-static __always_inline void fntax_fold_syscall_nr(u32 tgid, u32 nr)
+/* Take the slot's count of syscall nr: into proc_syscalls[tgid, nr] when
+ * `keep`, else dropped. Either way the per-CPU entry is left at zero. */
+static __always_inline void fntax_fold_syscall_nr(u32 tgid, u32 nr, int keep)
 {
     struct fntax_sys_val *src = cpu_syscalls.lookup(&nr);
     if (!src || src->count == 0)
         return;
-    struct fntax_sys_key key = {.tgid = tgid, .nr = nr};
-    struct fntax_sys_val *dst = proc_syscalls.lookup(&key);
-    if (dst) {
-        __sync_fetch_and_add(&dst->count, src->count);
-        __sync_fetch_and_add(&dst->ns, src->ns);
-    } else {
-        struct fntax_sys_val fresh = *src;
-        if (proc_syscalls.update(&key, &fresh) != 0)
-            fntax_count_error(FNTAX_ERR_PROC_SYSCALLS);
+    if (keep) {
+        struct fntax_sys_key key = {.tgid = tgid, .nr = nr};
+        struct fntax_sys_val *dst = proc_syscalls.lookup(&key);
+        if (dst) {
+            __sync_fetch_and_add(&dst->count, src->count);
+            __sync_fetch_and_add(&dst->ns, src->ns);
+        } else {
+            struct fntax_sys_val fresh = *src;
+            if (proc_syscalls.update(&key, &fresh) != 0)
+                fntax_count_error(FNTAX_ERR_PROC_SYSCALLS);
+        }
     }
     src->count = 0;
     src->ns = 0;
+}
+
+/* Every syscall number the slot counted (the dirty list, or all of them past
+ * its end), taken as fntax_fold_syscall_nr says; the slot is then clean. */
+static __always_inline void fntax_fold_syscalls(struct fntax_cpu *cpu, u32 tgid, int keep)
+{
+    if (cpu->overflow) {
+#pragma clang loop unroll(disable)
+        for (u32 nr = 0; nr < FNTAX_SYSCALL_SLOTS; nr++)
+            fntax_fold_syscall_nr(tgid, nr, keep);
+    } else {
+#pragma clang loop unroll(disable)
+        for (u32 i = 0; i < FNTAX_DIRTY_SLOTS; i++) {
+            if (i >= cpu->ndirty)
+                break;
+            fntax_fold_syscall_nr(tgid, cpu->dirty[i], keep);
+        }
+    }
+    cpu->ndirty = 0;
+    cpu->overflow = 0;
 }
 
 /* ---- KVM fold helpers ---- */
@@ -548,8 +572,6 @@ static __always_inline void fntax_kvm_park(struct fntax_cpu *cpu, u32 tgid, u64 
     cpu->kvm_overflow = 0;
 }
 
-/* Fold the slot's delta into procs[tgid]; must run in the owner's context
- * (tgid comes from the current task). */
 /* Drop what a slot's previous owner left unfolded. Counts are taken only
  * while a tracked task owns the slot and are folded at its switch-out, so
  * some are left over only when that switch-out did not run through
@@ -561,33 +583,12 @@ static __always_inline void fntax_kvm_park(struct fntax_cpu *cpu, u32 tgid, u64 
  * CPU (a capture through the agent lost its loader's calls by name). */
 static __always_inline void fntax_drop_pending(struct fntax_cpu *cpu)
 {
-    if (cpu->overflow) {
-#pragma clang loop unroll(disable)
-        for (u32 nr = 0; nr < FNTAX_SYSCALL_SLOTS; nr++) {
-            struct fntax_sys_val *v = cpu_syscalls.lookup(&nr);
-            if (v) {
-                v->count = 0;
-                v->ns = 0;
-            }
-        }
-    } else {
-#pragma clang loop unroll(disable)
-        for (u32 i = 0; i < FNTAX_DIRTY_SLOTS; i++) {
-            if (i >= cpu->ndirty)
-                break;
-            u32 nr = cpu->dirty[i];
-            struct fntax_sys_val *v = cpu_syscalls.lookup(&nr);
-            if (v) {
-                v->count = 0;
-                v->ns = 0;
-            }
-        }
-    }
-    cpu->ndirty = 0;
-    cpu->overflow = 0;
+    fntax_fold_syscalls(cpu, 0, 0);
     __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
 }
 
+/* Fold the slot's delta into procs[tgid]; must run in the owner's context
+ * (tgid comes from the current task). */
 static __always_inline void fntax_fold(struct fntax_cpu *cpu, u32 tgid)
 {
     if (!cpu->workload)
@@ -605,21 +606,7 @@ static __always_inline void fntax_fold(struct fntax_cpu *cpu, u32 tgid)
             fntax_count_error(FNTAX_ERR_PROCS);
     }
     __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
-
-    if (cpu->overflow) {
-#pragma clang loop unroll(disable)
-        for (u32 nr = 0; nr < FNTAX_SYSCALL_SLOTS; nr++)
-            fntax_fold_syscall_nr(tgid, nr);
-    } else {
-#pragma clang loop unroll(disable)
-        for (u32 i = 0; i < FNTAX_DIRTY_SLOTS; i++) {
-            if (i >= cpu->ndirty)
-                break;
-            fntax_fold_syscall_nr(tgid, cpu->dirty[i]);
-        }
-    }
-    cpu->ndirty = 0;
-    cpu->overflow = 0;
+    fntax_fold_syscalls(cpu, tgid, 1);
 }
 
 #endif /* FNTAX_H */

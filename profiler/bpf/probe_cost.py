@@ -50,27 +50,21 @@ def enable_stats() -> int | None:
     return fd if fd >= 0 else None
 
 
-def _fdinfo_stats(fd: int) -> ProgramStats:
-    info = procfs.DEFAULT.fdinfo(fd) or {}
-    return ProgramStats(runs=int(info.get("run_cnt", 0)), run_ns=int(info.get("run_time_ns", 0)))
+def _fdinfo_by_label(bpf: Any) -> dict[str, dict[str, str]]:
+    """Each loaded program's fdinfo (the kernel's per-program statistics), by probe label."""
+    return {probe_label(name.decode() if isinstance(name, bytes) else str(name)):
+            procfs.DEFAULT.fdinfo(int(func.fd)) or {} for name, func in bpf.funcs.items()}
 
 
 def program_misses(bpf: Any) -> dict[str, int]:
     """Runs of each loaded program the kernel skipped (fdinfo recursion_misses), by probe label."""
-    misses: dict[str, int] = {}
-    for name, func in bpf.funcs.items():
-        info = procfs.DEFAULT.fdinfo(int(func.fd)) or {}
-        misses[probe_label(name.decode() if isinstance(name, bytes) else str(name))] = \
-            int(info.get("recursion_misses", 0))
-    return misses
+    return {label: int(info.get("recursion_misses", 0)) for label, info in _fdinfo_by_label(bpf).items()}
 
 
 def program_stats(bpf: Any) -> dict[str, ProgramStats]:
     """Run count and run time of each loaded program, by probe label."""
-    stats: dict[str, ProgramStats] = {}
-    for name, func in bpf.funcs.items():
-        stats[probe_label(name.decode() if isinstance(name, bytes) else str(name))] = _fdinfo_stats(int(func.fd))
-    return stats
+    return {label: ProgramStats(runs=int(info.get("run_cnt", 0)), run_ns=int(info.get("run_time_ns", 0)))
+            for label, info in _fdinfo_by_label(bpf).items()}
 
 
 def run_synthetic_workload(track: Callable[[int], None]) -> None:
