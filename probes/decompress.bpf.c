@@ -69,7 +69,9 @@ int fntax_decomp_return(struct pt_regs *ctx)
         active->depth -= 1;
         return 0;
     }
-    struct fntax_decomp_key key = {.tgid = (u32)(id >> 32), .lib = active->lib};
+    u32 proc_key = (u32)(id >> 32);
+    fntax_proc_lookup(&proc_key);
+    struct fntax_decomp_key key = {.tgid = proc_key, .lib = active->lib};
     u64 spent = now - active->enter_ns;
     struct fntax_task *t = tasks.lookup(&tid);
     u64 oncpu = fntax_thread_oncpu(tid, t, now);

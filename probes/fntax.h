@@ -128,13 +128,21 @@ struct fntax_counters {
 };
 #define FNTAX_COUNTER_WORDS (sizeof(struct fntax_counters) / sizeof(u64))
 
-/* procs: per process (tgid). */
+/* procs: per process, keyed by tgid. A pid can be reused while its last
+ * owner's entries still wait for user space to read them (it deletes them
+ * at its next fold): task_newtask then marks the old entry superseded, and
+ * the new process counts under tgid | FNTAX_SUCCESSOR, in every per-process
+ * map, until the old entry is gone (a pid reused twice within one fold
+ * merges its second and third owners). Pids stay below 2^22. */
+#define FNTAX_SUCCESSOR 0x80000000u
 struct fntax_proc {
     struct fntax_counters c;
     u32 workload;
-    u32 exited;
+    u32 exited;              /* 0, FNTAX_EXITED or FNTAX_SUPERSEDED */
     char comm[16];
 };
+#define FNTAX_EXITED 1
+#define FNTAX_SUPERSEDED 2
 
 /* tasks: per thread (tid); its presence means "tracked". */
 struct fntax_task {
@@ -157,7 +165,7 @@ struct fntax_task {
     u32 kvm_exit_slot;
     u32 kvm_ue_slot;
     u32 kvm_flags;           /* FNTAX_KVM_F_* */
-    u32 kvm_reserved;
+    u32 exiting;             /* a process leader past its exit (see fntax_fold) */
 };
 
 /* cpu_state: the task currently on this CPU and its unfolded counters. */
@@ -174,7 +182,7 @@ struct fntax_cpu {
     u32 overflow;
     u32 track_gen;           /* tracking generation the workload was resolved at */
     u32 in_decoder;          /* the current task is inside a decoder call */
-    u32 reserved;
+    u32 exiting;             /* the current task is a process leader past its exit */
     struct fntax_counters delta;
     /* ---- KVM: the vCPU thread whose state is loaded here (0: none) ---- */
     u32 kvm_tid;
@@ -587,26 +595,42 @@ static __always_inline void fntax_drop_pending(struct fntax_cpu *cpu)
     __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
 }
 
-/* Fold the slot's delta into procs[tgid]; must run in the owner's context
- * (tgid comes from the current task). */
+/* The current process's procs entry; *key becomes the key its per-process
+ * entries go under (tgid, or tgid | FNTAX_SUCCESSOR: see struct fntax_proc). */
+static __always_inline struct fntax_proc *fntax_proc_lookup(u32 *key)
+{
+    struct fntax_proc *p = procs.lookup(key);
+    if (p && p->exited == FNTAX_SUPERSEDED) {
+        *key |= FNTAX_SUCCESSOR;
+        p = procs.lookup(key);
+    }
+    return p;
+}
+
+/* Fold the slot's delta into the process's entries; must run in the owner's
+ * context (tgid comes from the current task). */
 static __always_inline void fntax_fold(struct fntax_cpu *cpu, u32 tgid)
 {
     if (!cpu->workload)
         return;
-    fntax_kvm_park(cpu, tgid, bpf_ktime_get_ns());
-    struct fntax_proc *p = procs.lookup(&tgid);
+    u32 key = tgid;
+    struct fntax_proc *p = fntax_proc_lookup(&key);
+    fntax_kvm_park(cpu, key, bpf_ktime_get_ns());
     if (p) {
         fntax_add_counters(&p->c, &cpu->delta);
     } else {
         struct fntax_proc fresh = {};
         fresh.c = cpu->delta;
         fresh.workload = cpu->workload;
+        /* A leader's switch-out after its exit, once user space has read
+         * and deleted the entry: born exited, never a process that lives on. */
+        fresh.exited = cpu->exiting ? FNTAX_EXITED : 0;
         bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
-        if (procs.update(&tgid, &fresh) != 0)
+        if (procs.update(&key, &fresh) != 0)
             fntax_count_error(FNTAX_ERR_PROCS);
     }
     __builtin_memset(&cpu->delta, 0, sizeof(cpu->delta));
-    fntax_fold_syscalls(cpu, tgid, 1);
+    fntax_fold_syscalls(cpu, key, 1);
 }
 
 #endif /* FNTAX_H */

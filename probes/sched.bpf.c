@@ -131,6 +131,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     cpu->sys_nr = FNTAX_NO_SYSCALL;
     cpu->oncpu_since_ns = now;
     cpu->in_decoder = 0;
+    cpu->exiting = 0;
     u32 *gen = track_gen.lookup(&zero);
     cpu->track_gen = gen ? *gen : 0;
     struct fntax_task *t = tasks.lookup(&next);
@@ -141,6 +142,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     }
     cpu->workload = t->workload;
     cpu->in_decoder = t->in_decoder;
+    cpu->exiting = t->exiting;
     int was_waiting = t->wait_since_ns != 0;
     if (was_waiting && t->workload) {
         u64 waited = now - t->wait_since_ns;
@@ -187,7 +189,13 @@ TRACEPOINT_PROBE(task, task_newtask)
 {
     if (args->clone_flags & FNTAX_CLONE_THREAD)
         return 0;
-    fntax_emit(args, FNTAX_EV_FORK, (u32)args->pid, (u32)(bpf_get_current_pid_tgid() >> 32));
+    u32 child = (u32)args->pid;
+    /* The pid's last owner is gone (its pid was freed) but user space has
+     * not read its entries yet: keep the new process's apart. */
+    struct fntax_proc *old = procs.lookup(&child);
+    if (old)
+        old->exited = FNTAX_SUPERSEDED;
+    fntax_emit(args, FNTAX_EV_FORK, child, (u32)(bpf_get_current_pid_tgid() >> 32));
     return 0;
 }
 #endif
@@ -259,7 +267,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
     if (!cpu || !cpu->workload)
         return 0;
     fntax_fold(cpu, tgid);
-    struct fntax_proc *p = procs.lookup(&tgid);
+    u32 key = tgid;
+    struct fntax_proc *p = fntax_proc_lookup(&key);
     if (p)
         bpf_get_current_comm(&p->comm, sizeof(p->comm));
     return 0;
@@ -276,10 +285,15 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
     fntax_timeline(cpu->workload, bpf_ktime_get_ns(), 0, 0, -1);
     fntax_fold(cpu, tgid);
     if (tid == tgid) {
-        struct fntax_proc *p = procs.lookup(&tgid);
+        u32 key = tgid;
+        struct fntax_proc *p = fntax_proc_lookup(&key);
         if (p)
-            p->exited = 1;
+            p->exited = FNTAX_EXITED;
         /* No exit event: the fold hears of the exit from `exited`. */
+        cpu->exiting = 1;
+        struct fntax_task *t = tasks.lookup(&tid);
+        if (t)
+            t->exiting = 1;  /* for its switch-ins until it is gone */
     }
     /* The thread's last switch-out (sched_switch) deletes its tasks entry,
      * keeping the map bounded under churn. */

@@ -160,6 +160,9 @@ class ProcessSample:
     syscalls_by_name: Mapping[str, CallStats] = field(default_factory=dict)
     decompression_by_library: Mapping[str, CallStats] = field(default_factory=dict)
     kvm: KvmCalls = field(default_factory=KvmCalls)
+    # Exited, and its pid already belongs to a new process (the agent's maps
+    # keep the two apart until the old one's entries are read and deleted).
+    superseded: bool = False
 
 
 @dataclass(frozen=True)

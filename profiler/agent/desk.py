@@ -72,8 +72,8 @@ class _Watch:
 
     def observe(self, snapshot: KernelSnapshot) -> None:
         for sample in snapshot.processes:
-            if sample.workload != self.workload and sample.pid not in self.armed:
-                continue
+            if sample.workload != self.workload and (sample.pid not in self.armed or sample.superseded):
+                continue  # not this capture's (a superseded one is a reused pid's last owner)
             old = self.seen.get(sample.pid)
             # An exited process's last sample is final: a later entry under
             # its pid is another process (pid reuse).

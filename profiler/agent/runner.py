@@ -366,11 +366,8 @@ class Agent:
 
     def _decide(self, event: ProcessEvent) -> None:
         if event.type is EventType.FORK:
-            if self._aggregator.is_reuse(event.pid, event.ts_ns):
-                # The pid was reused before the last fold drained its previous
-                # owner: fold now, so the old process's figures leave the map
-                # before the new one adds to it.
-                self.refresh()
+            # A reused pid needs no early fold: the probes keep a new owner's
+            # figures apart from its last owner's (probes/fntax.h, successor).
             self._aggregator.on_fork(event.pid, event.ppid, event.ts_ns)
         elif event.type is EventType.EXEC:
             name = self.rules.exec_env_name()

@@ -17,7 +17,7 @@ from profiler.bpf.batch import BatchTable
 from profiler.bpf.contracts import load_header, map_error_names
 from profiler.bpf.kvm_names import split_slot
 from profiler.figures import FIGURES
-from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, Timeline
+from profiler.model import CallStats, Counters, KernelSnapshot, KvmCalls, ProcessSample, Timeline, merge_calls
 
 # The bounded per-process maps whose fill is published.
 FILL_MAPS: tuple[str, ...] = ("tasks", "procs", "proc_syscalls", "proc_kvm")
@@ -44,7 +44,15 @@ class MapReader:
         self._syscall_name = syscall_name
         self._library_name = library_name
         self._tgid_of = tgid_of
-        self._error_names = map_error_names(load_header())
+        header = load_header()
+        self._error_names = map_error_names(header)
+        # A reused pid's new owner counts under pid | successor while its
+        # last owner's entry is still here, marked superseded (probes/fntax.h).
+        self._successor = header.define("FNTAX_SUCCESSOR")
+        self._superseded = header.define("FNTAX_SUPERSEDED")
+        # The keys each exited pid's last sample was read from: forget()
+        # deletes those, never a successor's.
+        self._keys_of: dict[int, set[int]] = {}
         self._tables: dict[str, BatchTable] = {}
         # Per-process tables' entries as last read: forgetting an exited
         # process deletes its keys without reading the whole map again.
@@ -68,11 +76,12 @@ class MapReader:
         items = self._last[name] = self._items(name)
         return items
 
-    def _procs(self) -> dict[int, tuple[str, int, bool, Counters]]:
+    def _procs(self) -> dict[int, tuple[str, int, int, Counters]]:
+        """Key (pid, or pid | successor) -> comm, workload, exited state, counters."""
         table = self._table("procs")
         counters = itemgetter(*(table.value_index("c", figure.field) for figure in FIGURES))
         workload, exited, comm = (table.value_index(name) for name in ("workload", "exited", "comm"))
-        return {key[0]: (_comm(val[comm]), val[workload], bool(val[exited]), Counters.of_raw(counters(val)))
+        return {key[0]: (_comm(val[comm]), val[workload], val[exited], Counters.of_raw(counters(val)))
                 for key, val in self._items("procs")}
 
     def _calls(self, name: str, slot: str, known: dict[int, Any], label: Callable[[int], str],
@@ -100,20 +109,52 @@ class MapReader:
     def snapshot(self, probe_mean_ns: dict[str, float]) -> KernelSnapshot:
         """Every map at one moment (unfolded per-CPU deltas included)."""
         found = self._procs()
-        for tgid, delta in self._unfolded(found):
-            comm, workload, exited, counters = found[tgid]
-            found[tgid] = (comm, workload, exited, counters + delta)
+        for key, delta in self._unfolded(found):
+            comm, workload, exited, counters = found[key]
+            found[key] = (comm, workload, exited, counters + delta)
         syscalls = self._calls("proc_syscalls", "nr", found, self._syscall_name)
         decomp = self._calls("decomp", "lib", found, self._library_name, cpu=True) if self._decompress \
-            else {pid: {} for pid in found}
+            else {key: {} for key in found}
         kvm = self._kvm_tables(found)
         empty = KvmCalls()
-        processes = tuple(
-            ProcessSample(pid=pid, comm=comm, workload=workload, exited=exited, counters=counters,
-                          syscalls_by_name=syscalls[pid], decompression_by_library=decomp[pid],
-                          kvm=kvm.get(pid, empty))
-            for pid, (comm, workload, exited, counters) in sorted(found.items()))
-        return KernelSnapshot(processes=processes, map_update_failures=self.map_update_failures(),
+
+        def sample(pid: int, keys: list[int], superseded: bool = False) -> ProcessSample:
+            first = found[keys[0]]
+            exited = superseded or any(found[key][2] for key in keys)
+            if exited:
+                self._keys_of.setdefault(pid, set()).update(keys)
+            if len(keys) == 1:
+                key = keys[0]
+                return ProcessSample(pid=pid, comm=first[0], workload=first[1], exited=exited,
+                                     counters=first[3], syscalls_by_name=syscalls[key],
+                                     decompression_by_library=decomp[key], kvm=kvm.get(key, empty),
+                                     superseded=superseded)
+            # A new owner's early part (under the successor key) and the rest.
+            return ProcessSample(
+                pid=pid, comm=found[keys[-1]][0], workload=first[1], exited=exited,
+                counters=sum((found[key][3] for key in keys[1:]), first[3]),
+                syscalls_by_name=merge_calls(syscalls[keys[0]], syscalls[keys[1]]),
+                decompression_by_library=merge_calls(decomp[keys[0]], decomp[keys[1]]),
+                kvm=kvm.get(keys[0], empty) + kvm.get(keys[1], empty))
+
+        self._keys_of.clear()
+        processes = []
+        successor = self._successor
+        for key in sorted(found):
+            if key & successor:
+                if key & ~successor not in found:  # its predecessor's entry is gone: the early part alone
+                    processes.append(sample(key & ~successor, [key]))
+                continue
+            later = key | successor
+            if found[key][2] == self._superseded:
+                # The last owner (superseded) first, then its successor, a
+                # process of its own: the fold retires the one, then meets the other.
+                processes.append(sample(key, [key], superseded=True))
+                if later in found:
+                    processes.append(sample(key, [later]))
+            else:
+                processes.append(sample(key, [later, key] if later in found else [key]))
+        return KernelSnapshot(processes=tuple(processes), map_update_failures=self.map_update_failures(),
                               taken_at_ns=time.monotonic_ns(), probe_mean_ns=dict(probe_mean_ns),
                               timelines=self.timelines())
 
@@ -155,7 +196,7 @@ class MapReader:
             del table[table.Key(workload)]
 
     def _unfolded(self, known: dict[int, Any]) -> list[tuple[int, Counters]]:
-        """What tasks still on a CPU have not folded yet (a live --pid capture)."""
+        """What tasks still on a CPU have not folded yet (a live --pid capture), by key."""
         out = []
         for slot in self._bpf["cpu_state"][0]:
             if not slot.workload:
@@ -164,16 +205,20 @@ class MapReader:
             if delta == Counters():
                 continue
             tgid = self._tgid_of(int(slot.tid))
-            if tgid is not None and tgid in known:
+            if tgid is not None and tgid | self._successor in known:
+                out.append((tgid | self._successor, delta))
+            elif tgid is not None and tgid in known:
                 out.append((tgid, delta))
         return out
 
     def forget(self, pids: Iterable[int]) -> None:
         """Drop the map entries of exited processes (their figures were read)."""
-        doomed = set(pids)
+        doomed: set[int] = set()
+        for pid in pids:
+            doomed.update(self._keys_of.pop(pid, (pid,)))
         if not doomed:
             return
-        self._table("procs").delete([(pid,) for pid in doomed])
+        self._table("procs").delete([(key,) for key in doomed])
         for name, items in self._last.items():
             at = self._table(name).key_index("tgid")
             keys = [key for key, _val in items if key[at] in doomed]

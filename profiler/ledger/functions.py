@@ -113,6 +113,9 @@ class Aggregator:
         self._functions: dict[str, _Function] = {}
         # Decisions taken at fork for children not yet seen in the maps.
         self._pending: dict[int, _Pending] = {}
+        # The decision of a pid's last owner, when the pid was reused before
+        # that owner showed in the maps (its entry comes marked superseded).
+        self._predecessor: dict[int, _Pending] = {}
 
     # -- attribution ---------------------------------------------------------
     def _decide(self, pid: int, parent: int | None, facts: ProcessFacts | None) -> Attribution:
@@ -185,13 +188,6 @@ class Aggregator:
     def knows(self, pid: int) -> bool:
         return pid in self._processes
 
-    def is_reuse(self, pid: int, ts_ns: int) -> bool:
-        """A fork event for a pid the agent still knows: a new process (the pid
-        was reused) unless the event is older than the known process's decision
-        (a fork heard after the same process's exec: events come per CPU)."""
-        known = self._processes.get(pid)
-        return known is not None and known.event_ns <= ts_ns
-
     def on_fork(self, child: int, parent: int, ts_ns: int) -> None:
         """Decide now; the child counts once it shows up in the maps.
 
@@ -205,6 +201,11 @@ class Aggregator:
             # Events come per CPU, not in order: the child's exec, later in
             # time, was heard first and decided already.
             return
+        # A pid still known here was reused: its last owner stays until its
+        # exited sample comes; the new owner waits in _pending meanwhile (a
+        # last owner that never showed in the maps keeps its decision aside).
+        if earlier is not None:
+            self._predecessor[child] = earlier
         found = self._parents_decision(parent)
         if found is None:
             facts = self._facts(child)
@@ -225,7 +226,7 @@ class Aggregator:
 
         exec_env is what the probe read from execve's envp: it still names the
         function when the process is already gone from /proc."""
-        proc = self._processes.get(pid)
+        proc = self._current(pid)
         by_env = self.rules.decide_by_env(exec_env) if exec_env else None
         if by_env is not None:
             self._on_exec_decided(pid, proc, by_env, ts_ns)
@@ -238,7 +239,7 @@ class Aggregator:
             if proc is None:
                 found = self.rules.attribute(facts)
                 if found.function != HOST:
-                    self._pending[pid] = _Pending(found, self._clock(), ts_ns, self._kept_depth(pid, found))
+                    self._set_pending(pid, _Pending(found, self._clock(), ts_ns, self._kept_depth(pid, found)))
                     return
         if facts is None:
             return
@@ -248,6 +249,11 @@ class Aggregator:
             if pending is not None and found.function == HOST:
                 return  # keep what it inherited at fork
             depth = self._kept_depth(pid, found)
+            if pid in self._processes:
+                # A reused pid whose last owner is still known: decided now,
+                # claimed once that owner's exited sample has retired it.
+                self._set_pending(pid, _Pending(self._decide(pid, None, facts), self._clock(), ts_ns, depth))
+                return
             self._pending.pop(pid, None)
             self._attribute(pid, None, 0, facts, depth)
         elif found.function != HOST and found.function != proc.attribution.function:
@@ -262,11 +268,31 @@ class Aggregator:
         if found.memory_mb is None and found.function not in self._functions:
             found = dataclasses.replace(found, memory_mb=cgroup_memory_mb(pid))
         if proc is None:
-            self._pending[pid] = _Pending(found, self._clock(), ts_ns, self._kept_depth(pid, found))
+            self._set_pending(pid, _Pending(found, self._clock(), ts_ns, self._kept_depth(pid, found)))
         elif found.function != proc.attribution.function:
             self._retire(proc)  # renamed: as in on_exec
             moved = self._register(pid, proc.start, found, 0, ts_ns)
             moved.last = moved.base = proc.last
+
+    def _current(self, pid: int) -> _Process | None:
+        """The process known by pid, unless a newer one was forked under it
+        (a reused pid): that one is still pending, and events are its."""
+        proc = self._processes.get(pid)
+        pending = self._pending.get(pid)
+        if proc is not None and pending is not None and pending.event_ns > proc.event_ns:
+            return None
+        return proc
+
+    def _set_pending(self, pid: int, decided: _Pending) -> None:
+        """A decision from an exec: an event older than the pending decision
+        (events come per CPU, not in order) is the pid's last owner's."""
+        current = self._pending.get(pid)
+        if current is not None and current.event_ns > decided.event_ns:
+            before = self._predecessor.get(pid)
+            if before is None or before.event_ns <= decided.event_ns:
+                self._predecessor[pid] = decided
+            return
+        self._pending[pid] = decided
 
     def _kept_depth(self, pid: int, found: Attribution) -> int:
         """An exec that keeps the function its fork decided keeps the depth too."""
@@ -278,7 +304,12 @@ class Aggregator:
         """Take a snapshot of the maps; return exited pids whose entries can go."""
         done: list[int] = []
         for sample in snapshot.processes:
-            proc = self._processes.get(sample.pid) or self._claim(sample.pid)
+            proc = self._processes.get(sample.pid)
+            if proc is None:
+                # A superseded entry unknown here is a last owner's remainder
+                # (its leader's final switch-out after its entry was read):
+                # never the pending decision, which is the new owner's.
+                proc = self._claim(sample.pid) if not sample.superseded else self._claim_superseded(sample.pid)
             if proc.last != sample:
                 self._functions[proc.attribution.function].cached = None
             proc.last = sample
@@ -286,9 +317,10 @@ class Aggregator:
                 self._retire(proc)
                 done.append(sample.pid)
         now = self._clock()
-        for pid, pending in list(self._pending.items()):
-            if now - pending.decided_at > PENDING_SECONDS:
-                del self._pending[pid]  # a thread, or a process that never ran on our watch
+        for waiting in (self._pending, self._predecessor):
+            for pid, pending in list(waiting.items()):
+                if now - pending.decided_at > PENDING_SECONDS:
+                    del waiting[pid]  # a thread, or a process that never ran on our watch
         for fn in list(self._functions.values()):
             if fn.name == EXITED or fn.live:
                 continue
@@ -304,6 +336,15 @@ class Aggregator:
         if pending is None:
             return self._attribute(pid, None, 0)
         return self._register(pid, 0, pending.attribution, pending.depth, pending.event_ns)
+
+    def _claim_superseded(self, pid: int) -> _Process:
+        """A last owner first seen when its pid was already reused: its own
+        decision if one was set aside, else host (a remainder of a process
+        already read: its leader's final switch-out)."""
+        before = self._predecessor.pop(pid, None)
+        if before is None:
+            return self._register(pid, 0, Attribution(HOST, WorkloadKind.PROCESS))
+        return self._register(pid, 0, before.attribution, before.depth, before.event_ns)
 
     def _retire(self, proc: _Process) -> None:
         fn = self._functions[proc.attribution.function]

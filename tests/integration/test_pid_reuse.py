@@ -9,6 +9,7 @@ had. Independent source: the generators' own count of processes that exited
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,41 @@ def test_each_function_total_holds_while_pids_wrap(tmp_path: Path) -> None:
              for name, n in result.per_function.items()
              if counted.get(name, 0.0) - counted_before.get(name, 0.0) != n * CALLS}
     assert wrong == {}, f"function: (counted, made) {wrong}"
+
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+QUICK_ROUNDS = 40
+QUICK_CALLS = (3001, 5003)  # the old owner's and the new owner's: a mix-up shows in both totals
+
+
+def test_a_pid_reused_at_once_keeps_each_function_exact(tmp_path: Path) -> None:
+    """A process exits and its pid goes to the next process at once (here
+    ns_last_pid forces it), long before the agent's next fold reads and
+    deletes the old owner's entries: each owner's calls still land on its
+    own function. Before the probes kept a new owner apart (probes/fntax.h,
+    successor keys), the new one's first calls were added to the dead one's
+    entry and counted for the dead one's function."""
+    binary = build_accounting(tmp_path)
+    base = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_FUNCTION_NAME"}
+
+    def run(function: str, calls: int) -> int:
+        pid = os.posix_spawn(binary, [str(binary), "/dev/null", "syscalls", str(calls)],
+                             {**base, "AWS_LAMBDA_FUNCTION_NAME": function})
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        return pid
+
+    with running_agent("--interval", "2", "--top-syscalls", "100") as agent:
+        _, start = settled(agent, getppid_total, quiet_for=1.0)
+        reused = 0
+        for _ in range(QUICK_ROUNDS):
+            old = run("quick-old", QUICK_CALLS[0])
+            NS_LAST_PID.write_text(str(old - 1))  # the next fork on this host takes `old`
+            reused += run("quick-new", QUICK_CALLS[1]) == old
+        _, samples = settled(agent, getppid_total, quiet_for=4.5)  # two folds after the last exit
+    counted = by_function(samples, "fntax_syscalls_by_name_total", syscall="getppid")
+    before = by_function(start, "fntax_syscalls_by_name_total", syscall="getppid")
+    got = {name: counted.get(name, 0.0) - before.get(name, 0.0) for name in ("quick-old", "quick-new")}
+    print(f"\nquick reuse: {reused} of {QUICK_ROUNDS} new processes took the old one's pid; counted {got}")
+    assert reused >= QUICK_ROUNDS // 2, "few pids were reused at once: the test did not test reuse"
+    assert got == {"quick-old": QUICK_ROUNDS * QUICK_CALLS[0], "quick-new": QUICK_ROUNDS * QUICK_CALLS[1]}
