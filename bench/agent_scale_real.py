@@ -21,13 +21,15 @@ folded --settle more times (its first folds see every process start):
   (% of one core), and the load average then;
 - fold time: the agent does not export it, so the bench runs the agent through
   a shim (this file, --shim) that wraps Agent.refresh, the fold of the maps
-  into a view, and logs each fold's wall and on-CPU time; nothing in the
-  agent changes;
-- scrapes: --scrapes GETs of /metrics, each right after a fresh fold (so each
-  renders a fresh view): wall time as a client sees it (median), the agent's
-  own render time (fntax_scrape_duration_seconds), the agent's CPU per
-  scrape (the CPU of its threads other than the main one, which polls events
-  and folds); series and exposition size of the last;
+  into a view, and logs each fold's wall and on-CPU time and whether it read
+  every live process or only those that exited; nothing in the agent changes;
+- scrapes: GETs of /metrics at a steady period (--scrape-every), as
+  Prometheus makes them: the first two teach the agent the period (shown
+  apart), then --scrapes timed ones: wall time as a client sees it (median),
+  the agent's own time to answer (fntax_scrape_duration_seconds), the agent's
+  CPU per scrape (its whole CPU over the scrapes less its unscraped share of
+  that time: the view is built and rendered by the folding thread ahead of
+  an expected scrape); series and exposition size of the last;
 - RSS (VmRSS) after the scrapes;
 - at the largest scale, py-spy samples the agent for --pyspy seconds: where
   its CPU goes.
@@ -161,6 +163,7 @@ CPU_GOALS = {1000: 0.03, 10000: 0.20}
 SCRAPE_GOAL_S = 1.0
 RSS_GOAL_MB = 500.0
 PROM_SCRAPE_INTERVAL = 15.0  # Prometheus's common scrape interval, for the "scraped" CPU estimate
+WARM_SCRAPES = 2  # scrapes that teach the agent the period, before the timed ones
 INTERVAL = 1.0  # the agent's --interval (its default; the bench does not change it)
 
 RENDER = re.compile(rb"^fntax_scrape_duration_seconds (\S+)$", re.M)
@@ -183,15 +186,15 @@ def shim(log: str, argv: list[str]) -> None:
     out = open(log, "a", buffering=1)
     fold = runner.Agent.refresh
 
-    def refresh(self: runner.Agent) -> None:
+    def refresh(self: runner.Agent, hear_events: bool = True, full: bool = True) -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            fold(self)
+            fold(self, hear_events, full)
         finally:
             wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
             # Without building views: the agent builds them only when scraped.
             live = sum(1 for name, n in self._aggregator.live_processes().items() if name.startswith("fn-") and n)
-            out.write(f"{time.monotonic():.6f} {wall:.6f} {cpu:.6f} {live}\n")
+            out.write(f"{time.monotonic():.6f} {wall:.6f} {cpu:.6f} {live} {int(full)}\n")
 
     runner.Agent.refresh = refresh  # type: ignore[method-assign]
     sys.argv = ["fntax", *argv]
@@ -303,6 +306,7 @@ class Fold:
     wall: float
     cpu: float
     live: int  # fn-* functions with a live process in the view
+    full: bool  # every live process read (else only those that exited)
 
 
 class RunningAgent:
@@ -344,8 +348,8 @@ class RunningAgent:
         out = []
         for line in self.log.read_text().splitlines():
             parts = line.split()
-            if len(parts) == 4:
-                out.append(Fold(float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])))
+            if len(parts) == 5:
+                out.append(Fold(float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3]), parts[4] == "1"))
         return out
 
     def wait_fold(self, after: float, timeout: float = 120) -> Fold:
@@ -385,6 +389,7 @@ class Figures:
     folds: list[Fold]
     load: tuple[float, float, float]
     scrape_wall: list[float]
+    warm_scrapes: list[float]
     render: list[float]
     cpu_per_scrape: float
     series: int
@@ -429,29 +434,32 @@ def measure(agent: RunningAgent, fleet: Fleet, functions: int, args: argparse.Na
     folds = [f for f in agent.folds() if t0 < f.at <= t1]
     share = (cpu1 - cpu0) / (t1 - t0)
 
-    walls, renders = [], []
+    walls: list[float] = []
+    renders: list[float] = []
     body = b""
-    last = t1
-    # The agent serves each scrape on a thread of its own; its main thread
-    # polls events and folds. A scrape's CPU is what the others used.
-    cpu_s0, main0 = cpu_seconds(agent.pid), cpu_seconds(agent.pid, agent.pid)
-    for _ in range(args.scrapes):
-        last = agent.wait_fold(last).at  # a fresh view: the scrape renders it
+    # Scrapes at a steady period, as Prometheus makes them, not aligned with
+    # the folds: the first WARM_SCRAPES teach the agent the period (it reads
+    # every live process and renders ahead of the next expected scrape from
+    # then on) and are reported apart. Their CPU: the agent's whole CPU over
+    # the scrapes less what it used unscraped in as long a time.
+    cpu_s0, t_s0 = cpu_seconds(agent.pid), time.monotonic()
+    warm: list[float] = []
+    for i in range(WARM_SCRAPES + args.scrapes):
+        time.sleep(max(0.0, t_s0 + i * args.scrape_every - time.monotonic()))
         start = time.perf_counter()
         body = agent.get()
-        walls.append(time.perf_counter() - start)
-        last = time.monotonic()
+        (warm if i < WARM_SCRAPES else walls).append(time.perf_counter() - start)
         match = RENDER.search(body)
-        if match:
+        if match and i >= WARM_SCRAPES:
             renders.append(float(match.group(1)))
-    cpu_s1, main1 = cpu_seconds(agent.pid), cpu_seconds(agent.pid, agent.pid)
-    per_scrape = ((cpu_s1 - cpu_s0) - (main1 - main0)) / max(1, len(walls))
+    cpu_s1, t_s1 = cpu_seconds(agent.pid), time.monotonic()
+    per_scrape = max(0.0, (cpu_s1 - cpu_s0) - share * (t_s1 - t_s0)) / (WARM_SCRAPES + args.scrapes)
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     lost = LOST.search(body)
     fill: dict[str, dict[str, float]] = collections.defaultdict(dict)
     for what, name, value in MAP_FILL.findall(body):
         fill[name.decode()][what.decode()] = float(value)
-    figures = Figures(functions, agent.top_k, spawn, seen, settle, share, t1 - t0, folds, load, walls, renders,
+    figures = Figures(functions, agent.top_k, spawn, seen, settle, share, t1 - t0, folds, load, walls, warm, renders,
                       per_scrape, series, len(body), rss_mb(agent.pid), float(lost.group(1)) if lost else float("nan"),
                       {k: (v.get("entries", 0.0), v.get("capacity", 0.0)) for k, v in fill.items()})
     print(f"bench: {functions:,}: agent {share * 100:.1f}% of a core, scrape {median(walls) * 1e3:.0f} ms, "
@@ -517,13 +525,19 @@ def table(results: list[Figures]) -> None:
     row("agent CPU, % of a core (unscraped)", [f"{r.cpu_share * 100:.2f}" for r in results])
     row("  of which folds", [f"{r.fold_share * 100:.2f}" for r in results])
     row(f"  scraped every {PROM_SCRAPE_INTERVAL:.0f} s (estimate)", [f"{r.scraped_share * 100:.2f}" for r in results])
+    def folds(r: Figures, full: bool) -> list[float]:
+        return [f.cpu for f in r.folds if f.full == full] or [float("nan")]
+
     row("fold wall ms (median)", [f"{median([f.wall for f in r.folds]) * 1e3:.1f}" for r in results])
-    row("fold CPU ms (median)", [f"{median([f.cpu for f in r.folds]) * 1e3:.1f}" for r in results])
+    row("fold CPU ms (median): exited only", [f"{median(folds(r, False)) * 1e3:.1f}" for r in results])
+    row("  every live process read", [f"{median(folds(r, True)) * 1e3:.1f}" for r in results])
     row("fold wall ms (max)", [f"{max((f.wall for f in r.folds), default=float('nan')) * 1e3:.1f}" for r in results])
-    row("fold CPU us per live function", [f"{median([f.cpu for f in r.folds]) / r.functions * 1e6:.0f}"
-                                          for r in results])
-    row("folds in the window", [f"{len(r.folds)} / {r.window_s:.0f} s" for r in results])
+    row("full-read CPU us per live function", [f"{median(folds(r, True)) / r.functions * 1e6:.0f}"
+                                               for r in results])
+    row("folds in the window (full reads)", [f"{len(r.folds)} ({sum(f.full for f in r.folds)}) / {r.window_s:.0f} s"
+                                             for r in results])
     row("first fold with all, ms", [f"{r.settle_folds[0].wall * 1e3:.0f}" for r in results])
+    row("first scrapes ms (period unknown)", ["/".join(f"{w * 1e3:.0f}" for w in r.warm_scrapes) for r in results])
     row("scrape ms, client (median)", [f"{median(r.scrape_wall) * 1e3:.0f}" for r in results])
     row("scrape ms, client (max)", [f"{max(r.scrape_wall) * 1e3:.0f}" for r in results])
     row("render ms, agent's own (median)", [f"{median(r.render) * 1e3:.0f}" for r in results])
@@ -572,7 +586,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=3, help="--top-syscalls of the agent at the largest scale")
     parser.add_argument("--window", type=float, default=20.0, help="seconds of the CPU window at each scale")
     parser.add_argument("--settle", type=int, default=3, help="folds after the first that counts every function")
-    parser.add_argument("--scrapes", type=int, default=5, help="scrapes at each scale")
+    parser.add_argument("--scrapes", type=int, default=5, help="timed scrapes at each scale")
+    parser.add_argument("--scrape-every", type=float, default=5.0, help="seconds between two scrapes")
     parser.add_argument("--rate", type=float, default=3000.0, help="processes started a second (0: flat out)")
     parser.add_argument("--pyspy", type=float, default=8.0, help="seconds of py-spy at the largest scale (0: none)")
     args = parser.parse_args()
@@ -636,7 +651,8 @@ def main() -> None:
     print(f"\nkernel {os.uname().release}; {cpu_model()}; {os.cpu_count()} CPUs; "
           f"each function one process: getppid once a second (static, no libc; "
           f"its syscalls: execve, getppid, nanosleep); agent --interval 1 (default); "
-          f"CPU window {args.window:.0f} s unscraped, then {args.scrapes} scrapes, each after a fresh fold")
+          f"CPU window {args.window:.0f} s unscraped, then {WARM_SCRAPES} + {args.scrapes} scrapes "
+          f"every {args.scrape_every:.0f} s")
     table(results)
     goals(results)
     for line in spy:

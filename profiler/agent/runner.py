@@ -65,6 +65,11 @@ class AgentSettings:
 
 
 TASKS_COUNT_EVERY = 10  # folds between two counts of the tasks map
+# Seconds between two reads of every live process when no scrape asks for
+# one sooner (other folds read only processes that exited: their entries must
+# go); well under the ledger's PENDING_SECONDS, so a process first seen is
+# claimed while its fork-time decision still waits.
+FULL_READ_SECONDS = 10.0
 FULL_COLLECTION_EVERY = 10  # folds between two full garbage collections
 FULL_WARNING_EVERY = 60.0  # seconds between two warnings about full maps
 AGENT_FUNCTION = "_fntax_agent"  # the agent's own process, published under this name
@@ -100,12 +105,17 @@ class Agent:
         self._ahead = False
         self._ahead_at = 0.0
         self._scraped_at: list[float] = []
+        self._scrapes = 0
         self._probe_mean_ns: Mapping[str, float] = {}
         self._self: SelfStats = SelfStats({}, {}, {}, {}, {})
         self.probes: KernelProbes | None = None
-        self._rendered: bytes = b""
-        self._rendered_for: list[TaxedFunction] | None = None
+        self._body: _Body | None = None  # the per-function families, rendered for a view
+        self._render_lock = threading.Lock()  # one render at a time (the loop renders ahead of a scrape)
         self._shown: Shown = {}  # per-function series already served (new ones go out at 0 first)
+        # Live processes' figures are as of the last full read (a light fold
+        # reads only processes that exited).
+        self._full_read_at = 0.0
+        self._ahead_build_seconds = 0.0  # a full fold, view and render, the last time one was built ahead
         self._lost_seen = 0
         self._failed_warned = 0
         self._warned_at = -FULL_WARNING_EVERY
@@ -134,21 +144,35 @@ class Agent:
             # Never older than one fold: a scrape later than expected builds afresh.
             ahead = self._ahead and now - self._ahead_at <= 1.5 * self.settings.interval_seconds
             self._ahead = False
+            self._scrapes += 1
             self._scraped_at = [*self._scraped_at[-1:], now]
+            stale = now - self._full_read_at > 1.5 * self.settings.interval_seconds
+        if not ahead and stale:
+            # Unexpected (no steady period yet): live figures are as of the
+            # last full read, which is too old: read them now.
+            self.refresh(hear_events=False)
         view = self._view if ahead else self.functions()
-        with self._lock:
-            cached = self._rendered if self._rendered_for is view else None
-        if cached is None:
+        with self._render_lock:
+            body = self._render(view)
             with self._lock:
-                shown = self._shown
-            cached, served, fresh = render_new_at_zero(view, shown)
-            with self._lock:
-                # Series new in this body are served at 0 now and with their
-                # values from the next scrape on (render again then).
-                self._shown = served
-                self._rendered, self._rendered_for = cached, (None if fresh else view)
-        body = cached + generate_latest(self._registry)
+                # Served: what it showed is shown. Series it served at 0 go
+                # out with their values from the next scrape (render again then).
+                self._shown = body.served
+                self._body = None if body.fresh else replace(body, shown_from=body.served)
+        payload = body.text + generate_latest(self._registry)
         self._source.last_scrape_seconds[0] = time.perf_counter() - started
+        return payload
+
+    def _render(self, view: list[TaxedFunction]) -> _Body:
+        """The per-function families of a view, for the series served so far (call under _render_lock)."""
+        with self._lock:
+            body, shown = self._body, self._shown
+        if body is not None and body.view is view and body.shown_from is shown:
+            return body
+        text, served, fresh = render_new_at_zero(view, shown)
+        body = _Body(view, shown, text, served, fresh)
+        with self._lock:
+            self._body = body
         return body
 
     # -- lifecycle ---------------------------------------------------------------
@@ -252,23 +276,33 @@ class Agent:
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_rules()
-            self.refresh()
-            # Not in refresh(): a fold forced by a reused pid must stay cheap.
-            self._build_ahead()
+            # Most folds read only the processes that exited (their entries
+            # must go); every live one is read before an expected scrape and
+            # every FULL_READ_SECONDS.
+            scrape_due = self._scrape_due()
+            began = time.monotonic()
+            self.refresh(full=scrape_due or began - self._full_read_at >= FULL_READ_SECONDS
+                         - self.settings.interval_seconds / 2)
+            if scrape_due:
+                self._build_ahead()
+                self._ahead_build_seconds = time.monotonic() - began
 
-    def refresh(self, hear_events: bool = True) -> None:
+    def refresh(self, hear_events: bool = True, full: bool = True) -> None:
         """Fold a map snapshot into the totals and publish a fresh view.
 
         hear_events=False: from another thread than the loop's (the capture
-        desk), which must not poll the event buffers the loop polls; a
-        process whose events are still unheard is then decided from /proc."""
+        desk, a scrape), which must not poll the event buffers the loop
+        polls; a process whose events are still unheard is then decided
+        from /proc. full=False: only processes that exited are read."""
         assert self.probes is not None
         # Every fork/exec event of a process the snapshot shows must be heard
         # before the snapshot is folded: a process that came and went since
         # the last poll is named by them. Its events were written before it
         # could show in the maps, so polling after the read catches them all.
         with self._maps:
-            snapshot = self.probes.snapshot(with_misses=False)  # the desk reads them when a capture asks
+            read_at = time.monotonic()
+            # Probe misses: the desk reads them when a capture asks.
+            snapshot = self.probes.snapshot(with_misses=False, exited_only=not full)
             if hear_events:
                 self.probes.poll_events(0)
             if self._desk is not None:
@@ -282,6 +316,8 @@ class Agent:
                 self.probes.forget(exited)
                 self._probe_mean_ns = snapshot.probe_mean_ns
                 self._changed = True
+                if full:
+                    self._full_read_at = read_at
             # The tasks map is not part of a snapshot: count it now and then (a
             # full read of it per fold cost a fifth of the agent's CPU).
             self._refreshes += 1
@@ -313,19 +349,31 @@ class Agent:
                  "--max-processes / --max-proc-syscalls / --max-tasks")
         self._failed_warned, self._warned_at = failed, now
 
-    def _build_ahead(self) -> None:
-        """Build the view on this thread at the last fold before the next
-        expected scrape (scrapes come at a steady period): the scrape finds
-        it ready, at most one interval old, and only renders it."""
+    def _scrape_due(self) -> bool:
+        """A scrape is expected before the fold after this one is ready
+        (scrapes come at a steady period, unknown until two have come; the
+        last build ahead says how long a full fold and render take)."""
         with self._lock:
             if self._ahead or len(self._scraped_at) < 2:
-                return
+                return False
             last, period = self._scraped_at[-1], self._scraped_at[-1] - self._scraped_at[-2]
-        if time.monotonic() < last + period - 1.5 * self.settings.interval_seconds:
-            return
-        self.functions()
+        lead = 1.5 * self.settings.interval_seconds + self._ahead_build_seconds
+        return time.monotonic() >= last + period - lead
+
+    def _build_ahead(self) -> None:
+        """Build and render the view on this thread at the last fold before
+        the next expected scrape: the scrape finds it ready, at most one
+        interval old, and only sends it."""
         with self._lock:
-            self._ahead, self._ahead_at = True, time.monotonic()
+            scrapes = self._scrapes
+        view = self.functions()
+        with self._render_lock:
+            self._render(view)
+        with self._lock:
+            # A scrape that came meanwhile took it (it waited for the build):
+            # the next one is a period away and gets a build of its own.
+            if self._scrapes == scrapes:
+                self._ahead, self._ahead_at = True, time.monotonic()
 
     def _probe_runs(self) -> dict[str, tuple[int, int]]:
         """Probe run statistics: they move only while sampled, so read them then
@@ -373,6 +421,17 @@ class Agent:
             name = self.rules.exec_env_name()
             env = event.env_value
             self._aggregator.on_exec(event.pid, {name: env} if name and env is not None else None, event.ts_ns)
+
+
+@dataclass(frozen=True)
+class _Body:
+    """The per-function families rendered for one view and the series served before it."""
+
+    view: list[TaxedFunction]
+    shown_from: Shown
+    text: bytes
+    served: Shown  # what serving it shows (the next body's shown_from)
+    fresh: bool  # it serves some series for the first time, at 0
 
 
 def _tune_gc() -> None:

@@ -165,11 +165,11 @@ class KernelProbes:
         gen[gen.Key(0)] = gen.Leaf(gen[gen.Key(0)].value + 1)
 
     # -- reading -------------------------------------------------------------
-    def snapshot(self, with_misses: bool = True) -> KernelSnapshot:
+    def snapshot(self, with_misses: bool = True, exited_only: bool = False) -> KernelSnapshot:
         """Every map read now; with_misses, each program's skipped runs too
         (one fdinfo read per program: the agent's fold, which never reads
-        them, leaves them out)."""
-        snapshot = self.reader.snapshot(self.probe_mean_ns())
+        them, leaves them out); exited_only, only processes that exited."""
+        snapshot = self.reader.snapshot(self.probe_mean_ns(), exited_only)
         return replace(snapshot, probe_misses=probe_cost.program_misses(self._bpf)) if with_misses else snapshot
 
     def set_run_time_stats(self, on: bool) -> None:

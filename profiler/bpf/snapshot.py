@@ -76,13 +76,19 @@ class MapReader:
         items = self._last[name] = self._items(name)
         return items
 
-    def _procs(self) -> dict[int, tuple[str, int, int, Counters]]:
+    def _procs(self, exited_only: bool) -> dict[int, tuple[str, int, int, Counters]]:
         """Key (pid, or pid | successor) -> comm, workload, exited state, counters."""
         table = self._table("procs")
         counters = itemgetter(*(table.value_index("c", figure.field) for figure in FIGURES))
         workload, exited, comm = (table.value_index(name) for name in ("workload", "exited", "comm"))
+        items = self._items("procs")
+        if exited_only:
+            # A process that exited, with the other part of its pid (its
+            # successor's or its predecessor's key) if there is one.
+            gone = {key[0] & ~self._successor for key, val in items if val[exited]}
+            items = [(key, val) for key, val in items if key[0] & ~self._successor in gone]
         return {key[0]: (_comm(val[comm]), val[workload], val[exited], Counters.of_raw(counters(val)))
-                for key, val in self._items("procs")}
+                for key, val in items}
 
     def _calls(self, name: str, slot: str, known: dict[int, Any], label: Callable[[int], str],
                cpu: bool = False) -> dict[int, dict[str, CallStats]]:
@@ -106,9 +112,13 @@ class MapReader:
             calls[called] = stats if have is None else have + stats
         return out
 
-    def snapshot(self, probe_mean_ns: dict[str, float]) -> KernelSnapshot:
-        """Every map at one moment (unfolded per-CPU deltas included)."""
-        found = self._procs()
+    def snapshot(self, probe_mean_ns: dict[str, float], exited_only: bool = False) -> KernelSnapshot:
+        """Every map at one moment (unfolded per-CPU deltas included).
+
+        exited_only: only the processes that exited (a live one's figures
+        are not decoded: at host scale, decoding every live process's
+        entries was nearly all of a fold's cost)."""
+        found = self._procs(exited_only)
         for key, delta in self._unfolded(found):
             comm, workload, exited, counters = found[key]
             found[key] = (comm, workload, exited, counters + delta)
