@@ -442,7 +442,11 @@ static __always_inline void fntax_timeline(u32 workload, u64 now, int d_running,
         tl->runnable += d_runnable;
     if (d_live > 0 || tl->live > 0)
         tl->live += d_live;
-    if (tl->live == 0 && tl->running == 0)
+    /* A task preempted on its way out (sched_process_exit comes before the
+     * address space is torn down: milliseconds of CPU for a big heap) is
+     * no longer live but still runnable: the timeline ends only once it
+     * has left the CPU for good. */
+    if (tl->live == 0 && tl->running == 0 && tl->runnable == 0)
         tl->end_ns = now;
     __sync_lock_test_and_set(&tl->lock, 0);
 #endif
