@@ -69,7 +69,8 @@ def scrape_at_scale(functions: int = 1000) -> None:
     median_ms = statistics.median(times) * 1e3
     rss = rss_mb()
     print(f"{functions} functions: scrape median {median_ms:.1f} ms ({'PASS' if median_ms < 100 else 'MISS'} < 100 ms), "
-          f"{series:,} series ({'PASS' if series < 30000 else 'MISS'} < 30,000), {len(body) / 1024:.0f} KiB, "
+          f"{series:,} series ({series / functions:.1f} a function: not a goal; the top K bounds it), "
+          f"{len(body) / 1024:.0f} KiB, "
           f"RSS {rss:.0f} MB ({'PASS' if rss < 200 else 'MISS'} < 200 MB); "
           f"the loop's fold into a view takes {statistics.median(folds) * 1e3:.1f} ms per interval")
 
