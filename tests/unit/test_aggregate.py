@@ -87,6 +87,25 @@ def test_reused_pid_is_a_new_process() -> None:
     assert _totals(agg) == {"a": 3, "b": 1}
 
 
+def test_a_pid_reused_before_its_last_owner_showed_keeps_both_decisions() -> None:
+    """The probes keep a reused pid's two owners apart (the old one's entry
+    comes marked superseded); their decisions are kept apart here, also when
+    the old owner never showed in the maps and when its exec event is heard
+    after the new owner's fork (per-CPU buffers)."""
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    agg.on_fork(600, 1, 10)  # the old owner, its exec not heard yet
+    agg.on_fork(600, 1, 30)  # the new owner: the pid was reused
+    agg.on_exec(600, {"AWS_LAMBDA_FUNCTION_NAME": "new"}, 40)
+    agg.on_exec(600, {"AWS_LAMBDA_FUNCTION_NAME": "old"}, 20)  # heard late: the old owner's
+    old = ProcessSample(pid=600, comm="x", workload=1, exited=True, counters=Counters(syscalls=3),
+                        superseded=True)
+    assert agg.update(_snap(old, _sample(600, 5))) == [600]
+    assert _totals(agg) == {"old": 3, "new": 5}
+    agg.update(_snap(_sample(600, 7, exited=True)))
+    assert _totals(agg) == {"old": 3, "new": 7}
+
+
 def test_exec_can_rename_a_process() -> None:
     FACTS.clear()
     agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
