@@ -23,7 +23,7 @@
 
 struct fntax_decomp_active {
     u64 enter_ns;
-    u64 enter_oncpu_ns;      /* the thread's on-CPU clock at entry */
+    u64 enter_cpu_clock_ns;      /* the thread's on-CPU clock at entry */
     u32 lib;
     u32 depth;
 };
@@ -45,7 +45,7 @@ static __always_inline int fntax_decomp_enter(u32 lib)
         return 0;
     }
     u64 now = bpf_ktime_get_ns();
-    struct fntax_decomp_active fresh = {.enter_ns = now, .enter_oncpu_ns = fntax_thread_oncpu(tid, t, now),
+    struct fntax_decomp_active fresh = {.enter_ns = now, .enter_cpu_clock_ns = fntax_thread_oncpu(tid, t, now),
                                         .lib = lib, .depth = 1};
     if (decomp_active.update(&tid, &fresh) != 0) {
         fntax_count_error(FNTAX_ERR_DECOMP_ACTIVE);
@@ -75,7 +75,7 @@ int fntax_decomp_return(struct pt_regs *ctx)
     u64 spent = now - active->enter_ns;
     struct fntax_task *t = tasks.lookup(&tid);
     u64 oncpu = fntax_thread_oncpu(tid, t, now);
-    u64 spent_oncpu = oncpu > active->enter_oncpu_ns ? oncpu - active->enter_oncpu_ns : 0;
+    u64 spent_oncpu = oncpu > active->enter_cpu_clock_ns ? oncpu - active->enter_cpu_clock_ns : 0;
     if (spent_oncpu > spent)
         spent_oncpu = spent;
     decomp_active.delete(&tid);
