@@ -202,7 +202,8 @@ struct fntax_cpu {
 /* cpu_idle: each CPU's idle clock (indexed by CPU id, written by that CPU's
  * sched_switch only), so a waiting task can tell whether the CPU it waits on
  * was busy with another task (competition) or idle (it waited for something
- * else: its cgroup's CPU quota, or the CPU waking up). */
+ * else: its cgroup's CPU quota, or the CPU waking up); and the switches of
+ * tracked tasks onto this CPU that sched_switch never showed. */
 #ifndef FNTAX_MAX_CPUS
 #define FNTAX_MAX_CPUS 1024
 #endif
@@ -210,6 +211,7 @@ struct fntax_idle {
     u64 since_ns;            /* idle since, when idle */
     u64 total_ns;            /* idle time up to since_ns */
     u64 idle;
+    u64 switches_unseen;     /* tracked tasks found leaving without a seen switch-in */
 };
 
 /* timelines: one per workload of `fntax profile` (the agent holds them only
@@ -337,32 +339,6 @@ static __always_inline void fntax_count_error(int which)
         __sync_fetch_and_add(v, 1);
 }
 
-/* The calling task's slot, made current if another task left it. Returns the
- * slot (tracked or not) or NULL only if the per-CPU array is unreadable. */
-static __always_inline struct fntax_cpu *fntax_cpu_current(u32 tid)
-{
-    int zero = 0;
-    struct fntax_cpu *cpu = cpu_state.lookup(&zero);
-    if (!cpu)
-        return 0;
-    u32 *gen = track_gen.lookup(&zero);
-    u32 now_gen = gen ? *gen : 0;
-    if (cpu->tid != tid || cpu->track_gen != now_gen) {
-        /* First event of this task on this CPU since we attached (or a missed
-         * switch): adopt the slot. Any unfolded delta of the previous owner
-         * was folded at its switch-out. */
-        if (cpu->tid != tid) {
-            cpu->tid = tid;
-            cpu->sys_nr = FNTAX_NO_SYSCALL;
-            cpu->oncpu_since_ns = bpf_ktime_get_ns();
-        }
-        cpu->track_gen = now_gen;
-        struct fntax_task *t = tasks.lookup(&tid);
-        cpu->workload = t ? t->workload : (FNTAX_TRACE_ALL ? 1 : 0);
-    }
-    return cpu;
-}
-
 /* The thread's own on-CPU clock: up to its last switch-out, plus the current
  * stint when it is the one on this CPU. */
 static __always_inline u64 fntax_thread_oncpu(u32 tid, struct fntax_task *t, u64 now)
@@ -461,6 +437,68 @@ static __always_inline void fntax_task_state(struct fntax_task *t, u32 state, u6
     if (t->workload)
         fntax_timeline(t->workload, now, (state == FNTAX_ON_CPU) - (old == FNTAX_ON_CPU),
                        (state == FNTAX_RUNNABLE) - (old == FNTAX_RUNNABLE), 0);
+}
+
+/* A switch of a tracked task onto this CPU that sched_switch never showed
+ * (on some hosts the hypervisor's own tasks fire no tracepoints, so a switch
+ * away from them goes unseen): user space reports these as skipped runs of
+ * sched_switch, since waits around them are not exact. */
+static __always_inline void fntax_count_unseen_switch(void)
+{
+    u32 cpu_id = bpf_get_smp_processor_id();
+    struct fntax_idle *idle = cpu_idle.lookup(&cpu_id);
+    if (idle)
+        __sync_fetch_and_add(&idle->switches_unseen, 1);
+}
+
+/* A task's wait ends: it runs on this CPU from `now`. Its wait (and the part
+ * of it its CPU sat idle) goes into the slot's pending delta. */
+static __always_inline void fntax_wait_end(struct fntax_cpu *cpu, struct fntax_task *t, u64 now)
+{
+    if (t->wait_since_ns && t->workload) {
+        u64 waited = now - t->wait_since_ns;
+        u64 clock = fntax_idle_clock(t->wait_cpu, now);
+        u64 idle = t->wait_idle_ns + (clock > t->wait_idle_mark_ns ? clock - t->wait_idle_mark_ns : 0);
+        cpu->delta.runqueue_ns += waited;
+        cpu->delta.runqueue_idle_ns += idle < waited ? idle : waited;
+    }
+    t->wait_since_ns = 0;
+    fntax_task_state(t, FNTAX_ON_CPU, now);
+}
+
+/* The calling task's slot, made current if another task left it. Returns the
+ * slot (tracked or not) or NULL only if the per-CPU array is unreadable. */
+static __always_inline struct fntax_cpu *fntax_cpu_current(u32 tid)
+{
+    int zero = 0;
+    struct fntax_cpu *cpu = cpu_state.lookup(&zero);
+    if (!cpu)
+        return 0;
+    u32 *gen = track_gen.lookup(&zero);
+    u32 now_gen = gen ? *gen : 0;
+    if (cpu->tid != tid || cpu->track_gen != now_gen) {
+        /* First event of this task on this CPU since we attached (or a missed
+         * switch): adopt the slot. Any unfolded delta of the previous owner
+         * was folded at its switch-out. */
+        struct fntax_task *t = tasks.lookup(&tid);
+        cpu->workload = t ? t->workload : (FNTAX_TRACE_ALL ? 1 : 0);
+        cpu->track_gen = now_gen;
+        if (cpu->tid != tid) {
+            u64 now = bpf_ktime_get_ns();
+            cpu->tid = tid;
+            cpu->sys_nr = FNTAX_NO_SYSCALL;
+            cpu->oncpu_since_ns = now;
+            /* Seen waiting, now running: its switch-in went unseen. Its wait
+             * ends here, not at its next switch-out (which would start a new
+             * wait over it and lose this one); a task that makes events runs
+             * at most a moment before its first. */
+            if (t && t->wait_since_ns) {
+                fntax_count_unseen_switch();
+                fntax_wait_end(cpu, t, now);
+            }
+        }
+    }
+    return cpu;
 }
 
 /* Counter by counter: fntax_counters is an array of u64 in all but name, so

@@ -81,6 +81,14 @@ TRACEPOINT_PROBE(sched, sched_switch)
     if (!cpu)
         return 0;
 
+    /* A tracked task leaves a CPU that, as far as this probe saw, ran
+     * another task since (oncpu_since_ns is 0 until the first switch-in), and
+     * made no event there that adopted the slot: its switch-in went unseen.
+     * Its time here is unknown: its switch-out is not counted, and a wait it
+     * was in runs on until it is next seen switched in. */
+    if (cpu->tid != prev && cpu->oncpu_since_ns && tasks.lookup(&prev))
+        fntax_count_unseen_switch();
+
     /* Switch-out, in prev's context. */
     if (cpu->tid == prev && cpu->workload) {
         int preempted = (args->prev_state & FNTAX_TASK_REPORT_MASK) == 0;
@@ -143,16 +151,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     cpu->workload = t->workload;
     cpu->in_decoder = t->in_decoder;
     cpu->exiting = t->exiting;
-    int was_waiting = t->wait_since_ns != 0;
-    if (was_waiting && t->workload) {
-        u64 waited = now - t->wait_since_ns;
-        u64 clock = fntax_idle_clock(t->wait_cpu, now);
-        u64 idle = t->wait_idle_ns + (clock > t->wait_idle_mark_ns ? clock - t->wait_idle_mark_ns : 0);
-        cpu->delta.runqueue_ns += waited;
-        cpu->delta.runqueue_idle_ns += idle < waited ? idle : waited;
-    }
-    t->wait_since_ns = 0;
-    fntax_task_state(t, FNTAX_ON_CPU, now);
+    fntax_wait_end(cpu, t, now);
     if (t->sys_nr != FNTAX_NO_SYSCALL && t->workload) {
         cpu->sys_nr = t->sys_nr;
         cpu->sys_enter_ns = t->sys_enter_ns;

@@ -43,6 +43,8 @@ ProgramStats = probe_cost.ProgramStats
 # Workload id of the synthetic child that measures probe costs at load.
 PROBE_COST_WORKLOAD = 0xFFFF
 _NO_SYSCALL = 0xFFFFFFFF
+# The probe whose unseen switches count as its skipped runs (MapReader.switches_unseen).
+SWITCH_PROBE = "sched:sched_switch"
 
 
 class KernelProbes:
@@ -170,7 +172,14 @@ class KernelProbes:
         (one fdinfo read per program: the agent's fold, which never reads
         them, leaves them out); exited_only, only processes that exited."""
         snapshot = self.reader.snapshot(self.probe_mean_ns(), exited_only)
-        return replace(snapshot, probe_misses=probe_cost.program_misses(self._bpf)) if with_misses else snapshot
+        if not with_misses:
+            return snapshot
+        misses = probe_cost.program_misses(self._bpf)
+        # A switch the kernel made without firing sched_switch is a run of
+        # that probe skipped as surely as a recursion miss.
+        if SWITCH_PROBE in misses:
+            misses[SWITCH_PROBE] += self.reader.switches_unseen()
+        return replace(snapshot, probe_misses=misses)
 
     def set_run_time_stats(self, on: bool) -> None:
         """Turn the kernel's BPF run-time statistics on or off (they cost every probe run)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from operator import itemgetter
 from typing import Any, Callable, Iterable
@@ -251,6 +252,11 @@ class MapReader:
         """Read a map's entries now (for a map the snapshot does not read, such as tasks)."""
         self._items(name)
         return self._entries[name]
+
+    def switches_unseen(self) -> int:
+        """Switches of tracked tasks onto a CPU that sched_switch never showed (probes/fntax.h)."""
+        per_cpu = self._bpf["cpu_idle"]
+        return sum(int(per_cpu[per_cpu.Key(cpu)].switches_unseen) for cpu in range(os.cpu_count() or 1))
 
     def map_update_failures(self) -> dict[str, int]:
         errors = self._bpf["errors"]

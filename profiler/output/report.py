@@ -82,8 +82,8 @@ def render(result: ProfileResult, top_syscalls: int = 8) -> str:
     skipped = {k: v for k, v in result.probe_misses.items() if v}
     if skipped:
         lines.append("")
-        lines.append("WARNING: the kernel skipped probe runs (another tracing program ran on that CPU), "
-                     "figures may be low: " + ", ".join(f"{k}={v}" for k, v in skipped.items()))
+        lines.append("WARNING: the kernel skipped probe runs (another tracing program ran on that CPU, "
+                     "or a switch it never showed), figures may be off: " + ", ".join(f"{k}={v}" for k, v in skipped.items()))
     if result.interrupted:
         lines.append("")
         lines.append("(capture interrupted: figures cover the run up to the signal)")

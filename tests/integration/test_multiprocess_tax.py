@@ -43,9 +43,10 @@ def _proc(capture: dict[str, Any], pid: int) -> dict[str, Any]:
     return found
 
 
-def _wakeups_skipped(capture: dict[str, Any]) -> int:
+def _skipped(capture: dict[str, Any], probe: str) -> int:
+    """Events of `probe` (a prefix) the probes did not see, as the capture reports them."""
     skipped: dict[str, int] = capture["probe_runs_skipped"]
-    return sum(n for probe, n in skipped.items() if probe.startswith("sched:sched_wakeup"))
+    return sum(n for name, n in skipped.items() if name.startswith(probe))
 
 
 def _figures(capture: dict[str, Any]) -> str:
@@ -94,21 +95,32 @@ def test_parallel_spinners_without_a_quota(run_profile: Profile, accounting: str
     capture = run_profile(["sh", "-c", script])
     _wall_parts_add_up(capture)
     own = [json.loads(out.read_text()) for out in outs]
-    short: list[tuple[float, float]] = []
     for mine in own:
         proc = _proc(capture, mine["pid"])
         # The scheduler's own figures for each spinner (schedstat), over the
         # same span as fntax's: the shell forked it into the workload, so from
         # fork (its exec and start-up included) to its report, a moment
         # before it exits.
-        assert proc["oncpu_seconds"] == pytest.approx(mine["oncpu_since_fork_ns"] / 1e9, rel=0.02), \
-            (mine, _figures(capture))
-        waited = mine["runqueue_since_fork_ns"] / 1e9
-        # Never more wait than the scheduler counted (a wake-up probe the
-        # kernel skipped, which the capture reports, loses wait, never adds).
+        oncpu, waited = mine["oncpu_since_fork_ns"] / 1e9, mine["runqueue_since_fork_ns"] / 1e9
+        assert proc["oncpu_seconds"] == pytest.approx(oncpu, rel=0.02), (mine, _figures(capture))
+        # Never more wait than the scheduler counted. (A switch-in the kernel
+        # does not show ends the wait at the task's next event, and a spinner
+        # makes one every microsecond: it reads its thread clock in a syscall.)
         assert proc["runqueue_wait_seconds"] <= waited * 1.05 + 0.002
-        if proc["runqueue_wait_seconds"] < waited * 0.95 - 0.002 and not _wakeups_skipped(capture):
-            short.append((proc["runqueue_wait_seconds"], waited))
+        if _skipped(capture, "sched:sched_wakeup"):
+            continue  # a wake-up not seen loses its wait (reported)
+        # Nothing lost: the time fntax counts the spinner runnable or running
+        # is at least the scheduler's. The parts alone differ by design:
+        # schedstat stamps a preemption by a wake-up with the run queue's
+        # clock as the wake-up read it (the kernel skips a second read before
+        # switching), so it moves the microsecond or so up to the switch from
+        # on-CPU time into wait, a millisecond or two over the thousands of
+        # preemptions a spinner can take; fntax times both at the switch. The
+        # sum is the same on both clocks, and fntax's runs on past the report
+        # (the exit). Less 0.1%: the monotonic clock fntax reads may be
+        # slewed against the scheduler's by up to 500 ppm (NTP's limit).
+        assert (proc["oncpu_seconds"] + proc["runqueue_wait_seconds"]) >= (oncpu + waited) * (1 - 1e-3), \
+            (mine, _figures(capture))
     wall = capture["tax"]["wall"]
     # From the spinners' own clocks: the run lasts at least the longest one's
     # CPU time, and at most all of their running and waiting end to end
@@ -122,11 +134,6 @@ def test_parallel_spinners_without_a_quota(run_profile: Profile, accounting: str
     # No shell blocked in wait4 for its own children counts as waiting on the world.
     assert wall["blocked_seconds"] < 0.05 * wall["wall_seconds"] + 0.005
     assert capture["baseline"]["seconds"] <= capture["workload"]["wall_seconds"]
-    if short:
-        # Known gap (issue 12), not a pass: now and then one spinner's wait
-        # comes out 2-4 ms below schedstat's with no skipped probe run
-        # reported; the cause is not found yet.
-        pytest.xfail(f"run-queue wait below schedstat's (fntax s, schedstat s): {short}")
     # The parallelism the baseline assumes is what the kernel's figures imply.
     expected = capture["workload"]["oncpu_seconds"] / wall["busy_seconds"]
     assert capture["baseline"]["parallelism"] == pytest.approx(max(1.0, expected), rel=1e-6)
