@@ -451,13 +451,14 @@ static __always_inline void fntax_count_unseen_switch(void)
         __sync_fetch_and_add(&idle->switches_unseen, 1);
 }
 
-/* A task's wait ends: it runs on this CPU from `now`. Its wait (and the part
- * of it its CPU sat idle) goes into the slot's pending delta. */
-static __always_inline void fntax_wait_end(struct fntax_cpu *cpu, struct fntax_task *t, u64 now)
+/* A task's wait ends at `end`: it runs on this CPU from then (its place on
+ * the timeline moves at `now`). Its wait (and the part of it its CPU sat
+ * idle) goes into the slot's pending delta. */
+static __always_inline void fntax_wait_end(struct fntax_cpu *cpu, struct fntax_task *t, u64 end, u64 now)
 {
-    if (t->wait_since_ns && t->workload) {
-        u64 waited = now - t->wait_since_ns;
-        u64 clock = fntax_idle_clock(t->wait_cpu, now);
+    if (t->wait_since_ns && t->workload && end > t->wait_since_ns) {
+        u64 waited = end - t->wait_since_ns;
+        u64 clock = fntax_idle_clock(t->wait_cpu, end);
         u64 idle = t->wait_idle_ns + (clock > t->wait_idle_mark_ns ? clock - t->wait_idle_mark_ns : 0);
         cpu->delta.runqueue_ns += waited;
         cpu->delta.runqueue_idle_ns += idle < waited ? idle : waited;
@@ -494,7 +495,7 @@ static __always_inline struct fntax_cpu *fntax_cpu_current(u32 tid)
              * at most a moment before its first. */
             if (t && t->wait_since_ns) {
                 fntax_count_unseen_switch();
-                fntax_wait_end(cpu, t, now);
+                fntax_wait_end(cpu, t, now, now);
             }
         }
     }

@@ -84,10 +84,31 @@ TRACEPOINT_PROBE(sched, sched_switch)
     /* A tracked task leaves a CPU that, as far as this probe saw, ran
      * another task since (oncpu_since_ns is 0 until the first switch-in), and
      * made no event there that adopted the slot: its switch-in went unseen.
-     * Its time here is unknown: its switch-out is not counted, and a wait it
-     * was in runs on until it is next seen switched in. */
-    if (cpu->tid != prev && cpu->oncpu_since_ns && tasks.lookup(&prev))
-        fntax_count_unseen_switch();
+     * It came after the last switch-in seen here and after the task last
+     * left a CPU or began to wait, so it ran from the latest of those at
+     * most, and a wait it was in lasted at least until then: the slot is its
+     * own from then, and its switch-out below counts as any other (a sleep
+     * is never taken for a wait; its time here plus its wait stay whole). */
+    if (cpu->tid != prev && cpu->oncpu_since_ns) {
+        struct fntax_task *unseen = tasks.lookup(&prev);
+        if (unseen) {
+            if (cpu->ndirty || cpu->overflow)
+                fntax_drop_pending(cpu);
+            cpu->tid = prev;
+            cpu->workload = unseen->workload;
+            cpu->sys_nr = FNTAX_NO_SYSCALL;
+            cpu->in_decoder = unseen->in_decoder;
+            cpu->exiting = unseen->exiting;
+            u64 from = cpu->oncpu_since_ns;
+            if (unseen->offcpu_since_ns > from)
+                from = unseen->offcpu_since_ns;
+            if (unseen->wait_since_ns > from)
+                from = unseen->wait_since_ns;
+            cpu->oncpu_since_ns = from;
+            fntax_count_unseen_switch();
+            fntax_wait_end(cpu, unseen, from, now);
+        }
+    }
 
     /* Switch-out, in prev's context. */
     if (cpu->tid == prev && cpu->workload) {
@@ -151,7 +172,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     cpu->workload = t->workload;
     cpu->in_decoder = t->in_decoder;
     cpu->exiting = t->exiting;
-    fntax_wait_end(cpu, t, now);
+    fntax_wait_end(cpu, t, now, now);
     if (t->sys_nr != FNTAX_NO_SYSCALL && t->workload) {
         cpu->sys_nr = t->sys_nr;
         cpu->sys_enter_ns = t->sys_enter_ns;

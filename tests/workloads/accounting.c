@@ -6,6 +6,7 @@
  *   accounting OUT spin MS         spin MS of own CPU time pinned to CPU 0
  *   accounting OUT fork N          a child and a thread each make N getppid
  *   accounting OUT spinfree MS     spin MS of own CPU time, on any CPU
+ *   accounting OUT spinwall MS     spin MS of wall time making no syscall (the clock is the vDSO's)
  *   accounting OUT sleepfor MS     one nanosleep of MS; reports how long it slept
  *   accounting OUT clock MS        spin MS; appends its own main-to-exit span to OUT
  *
@@ -130,6 +131,10 @@ int main(int argc, char **argv)
         sched_setaffinity(0, sizeof(set), &set);
         double until = thread_cpu_seconds() + n_arg / 1000.0;
         while (thread_cpu_seconds() < until)
+            ;
+    } else if (!strcmp(mode, "spinwall")) {
+        unsigned long long until = mono_ns() + n_arg * 1000000ULL;
+        while (mono_ns() < until)
             ;
     } else if (!strcmp(mode, "spinfree")) {
         spin_ms(n_arg);
