@@ -116,6 +116,9 @@ class Aggregator:
         # The decision of a pid's last owner, when the pid was reused before
         # that owner showed in the maps (its entry comes marked superseded).
         self._predecessor: dict[int, _Pending] = {}
+        # Pids whose process was retired, and when: a superseded entry of one
+        # of these is its leader's remainder, not a process of its own.
+        self._retired_at: dict[int, float] = {}
 
     # -- attribution ---------------------------------------------------------
     def _decide(self, pid: int, parent: int | None, facts: ProcessFacts | None) -> Attribution:
@@ -321,6 +324,9 @@ class Aggregator:
             for pid, pending in list(waiting.items()):
                 if now - pending.decided_at > PENDING_SECONDS:
                     del waiting[pid]  # a thread, or a process that never ran on our watch
+        for pid, at in list(self._retired_at.items()):
+            if now - at > PENDING_SECONDS:
+                del self._retired_at[pid]
         for fn in list(self._functions.values()):
             if fn.name == EXITED or fn.live:
                 continue
@@ -342,6 +348,11 @@ class Aggregator:
         decision if one was set aside, else host (a remainder of a process
         already read: its leader's final switch-out)."""
         before = self._predecessor.pop(pid, None)
+        if before is None and pid not in self._retired_at:
+            # The maps were read after the new owner's fork marked the entry
+            # but before its fork event came: the pending decision is still
+            # the last owner's own (the new owner's fork finds none later).
+            before = self._pending.pop(pid, None)
         if before is None:
             return self._register(pid, 0, Attribution(HOST, WorkloadKind.PROCESS))
         return self._register(pid, 0, before.attribution, before.depth, before.event_ns)
@@ -354,6 +365,7 @@ class Aggregator:
         fn.live.discard(proc.pid)
         fn.cached = None
         del self._processes[proc.pid]
+        self._retired_at[proc.pid] = self._clock()
 
     def _fold_into_exited(self, fn: _Function) -> None:
         sink = self._functions.get(EXITED)

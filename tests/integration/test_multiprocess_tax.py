@@ -91,8 +91,8 @@ def test_one_process_wall_view_is_its_cpu_view(run_profile: Profile) -> None:
 def test_parallel_spinners_without_a_quota(run_profile: Profile, accounting: str, tmp_path: Path,
                                            spinners: int, mode: str) -> None:
     # spinfree reads its thread clock in a syscall all the time; spinwall
-    # makes no syscall at all, so a switch-in the kernel does not show is
-    # only found at the task's switch-out.
+    # makes no syscall at all, so a switch-in the kernel does not show (on
+    # some hosts) is only found at the task's switch-out.
     outs = [tmp_path / f"s{i}.json" for i in range(spinners)]
     script = " ".join(f"{accounting} {out} {mode} 300 &" for out in outs) + " wait"
     capture = run_profile(["sh", "-c", script])
@@ -105,12 +105,15 @@ def test_parallel_spinners_without_a_quota(run_profile: Profile, accounting: str
         # fork (its exec and start-up included) to its report, a moment
         # before it exits.
         oncpu, waited = mine["oncpu_since_fork_ns"] / 1e9, mine["runqueue_since_fork_ns"] / 1e9
-        assert proc["oncpu_seconds"] == pytest.approx(oncpu, rel=0.02), (mine, _figures(capture))
-        # Never more wait than the scheduler counted. (A switch-in the kernel
-        # does not show ends the wait at the task's next event, a moment
-        # after it, or, failing one, at the last switch-in seen on that CPU,
-        # before it.)
-        assert proc["runqueue_wait_seconds"] <= waited * 1.05 + 0.002
+        # A switch-in the kernel does not show (the capture counts it) ends
+        # the wait at the task's next event, a moment after: spinfree makes
+        # one every microsecond. Without one (spinwall) it ends at the last
+        # switch-in seen on that CPU, and the unseen task's run there reads
+        # as the spinner's: then only the sum below holds.
+        if mode == "spinfree" or not _skipped(capture, "sched:sched_switch"):
+            assert proc["oncpu_seconds"] == pytest.approx(oncpu, rel=0.02), (mine, _figures(capture))
+            # Never more wait than the scheduler counted.
+            assert proc["runqueue_wait_seconds"] <= waited * 1.05 + 0.002
         if _skipped(capture, "sched:sched_wakeup"):
             continue  # a wake-up not seen loses its wait (reported)
         # Nothing lost: the time fntax counts the spinner runnable or running

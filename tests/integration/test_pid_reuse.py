@@ -88,8 +88,16 @@ def test_a_pid_reused_at_once_keeps_each_function_exact(tmp_path: Path) -> None:
         reused = 0
         for _ in range(QUICK_ROUNDS):
             old = run("quick-old", QUICK_CALLS[0])
+            # The last pid handed out, other processes' on this host included
+            # (one that forked while `old` ran took the next pid).
+            highest = int(NS_LAST_PID.read_text())
             NS_LAST_PID.write_text(str(old - 1))  # the next fork on this host takes `old`
             reused += run("quick-new", QUICK_CALLS[1]) == old
+            # Other forks after `old` went on from it, into pids others had
+            # this fold. The next old owner starts past all of them (and a
+            # margin for forks meanwhile): three owners of one pid within a
+            # fold are a known limit, not what this test is about.
+            NS_LAST_PID.write_text(str(max(highest, int(NS_LAST_PID.read_text())) + 16))
         _, samples = settled(agent, getppid_total, quiet_for=4.5)  # two folds after the last exit
     counted = by_function(samples, "fntax_syscalls_by_name_total", syscall="getppid")
     before = by_function(start, "fntax_syscalls_by_name_total", syscall="getppid")

@@ -106,6 +106,39 @@ def test_a_pid_reused_before_its_last_owner_showed_keeps_both_decisions() -> Non
     assert _totals(agg) == {"old": 3, "new": 7}
 
 
+def test_a_last_owner_read_before_the_new_owners_fork_is_heard_keeps_its_decision() -> None:
+    """The maps can be read after a new owner's fork marked the old entry
+    superseded but before that fork's event came (the fold polls events, then
+    reads maps): the old owner's pending decision is still its own."""
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    agg.on_fork(700, 1, 10)
+    agg.on_exec(700, {"AWS_LAMBDA_FUNCTION_NAME": "old"}, 20)
+    old = ProcessSample(pid=700, comm="x", workload=1, exited=True, counters=Counters(syscalls=3),
+                        superseded=True)
+    assert agg.update(_snap(old)) == [700]
+    agg.on_fork(700, 1, 30)  # the new owner's events, heard at the next fold
+    agg.on_exec(700, {"AWS_LAMBDA_FUNCTION_NAME": "new"}, 40)
+    agg.update(_snap(_sample(700, 8, exited=True)))
+    assert _totals(agg) == {"old": 3, "new": 8}
+
+
+def test_a_remainder_of_a_process_already_read_stays_apart() -> None:
+    """A leader's final switch-out after its entry was read comes back as a
+    superseded entry once the pid is reused: never the new owner's."""
+    FACTS.clear()
+    agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
+    agg.on_fork(710, 1, 10)
+    agg.on_exec(710, {"AWS_LAMBDA_FUNCTION_NAME": "old"}, 20)
+    agg.update(_snap(_sample(710, 3, exited=True)))
+    agg.on_fork(710, 1, 30)
+    agg.on_exec(710, {"AWS_LAMBDA_FUNCTION_NAME": "new"}, 40)
+    remainder = ProcessSample(pid=710, comm="x", workload=1, exited=True, counters=Counters(syscalls=1),
+                              superseded=True)
+    agg.update(_snap(remainder, _sample(710, 5, exited=True)))
+    assert _totals(agg) == {"old": 3, "new": 5, "host": 1}
+
+
 def test_exec_can_rename_a_process() -> None:
     FACTS.clear()
     agg = Aggregator(load_rules(None), facts=_facts, clock=Clock())
